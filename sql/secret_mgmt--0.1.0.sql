@@ -1,0 +1,358 @@
+/*
+ * secret_mgmt--0.1.0.sql
+ *		Tables, row-level security and the SQL surface of the secret store.
+ *
+ * Every table carries tenant_id, has row-level security enabled and forced,
+ * and is reachable only through the API functions below: no privilege on any
+ * table is granted to anybody.  The API functions are written in C; each one
+ * identifies its caller, checks tenant membership itself, and only then runs
+ * its internal statements as the extension owner with bound parameters.  That
+ * is why EXECUTE on them is granted to PUBLIC.
+ *
+ * Everything is schema-qualified and operators are written as
+ * OPERATOR(pg_catalog.=) so that nothing on a caller's search_path can
+ * intercept the script or the statements it defines.
+ */
+
+\echo Use "CREATE EXTENSION secret_mgmt" to load this file. \quit
+
+-- Refuse to install unless the library is preloaded and the target schema is
+-- a fresh one belonging to the installing superuser (not pre-created by an
+-- attacker with objects of its own in it).
+CREATE FUNCTION secret_mgmt._install_check()
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_mgmt_install_check';
+REVOKE ALL ON FUNCTION secret_mgmt._install_check() FROM PUBLIC;
+SELECT secret_mgmt._install_check();
+DROP FUNCTION secret_mgmt._install_check();
+
+-- The tenant the current statement acts for, or NULL; used by the RLS
+-- policies.  It only reports the selection, it grants nothing.
+CREATE FUNCTION secret_mgmt.current_tenant()
+RETURNS text
+LANGUAGE C STABLE PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'secret_mgmt_current_tenant';
+
+---------------------------------------------------------------------------
+-- Tables
+---------------------------------------------------------------------------
+
+CREATE TABLE secret_mgmt.secret_tenant (
+    tenant_id        text PRIMARY KEY
+                     CHECK (tenant_id OPERATOR(pg_catalog.~) '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'),
+    kms              text NOT NULL DEFAULT 'local',
+    kms_config       jsonb NOT NULL DEFAULT '{}',
+    purge_protection boolean NOT NULL DEFAULT false,
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by       text NOT NULL
+);
+
+CREATE TABLE secret_mgmt.secret_member (
+    tenant_id   text NOT NULL REFERENCES secret_mgmt.secret_tenant ON DELETE CASCADE,
+    member      regrole NOT NULL,
+    is_admin    boolean NOT NULL DEFAULT false,
+    added_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    added_by    text NOT NULL,
+    PRIMARY KEY (tenant_id, member)
+);
+
+-- Per-tenant data keys, only ever stored wrapped by the root key.  kek_id
+-- names the root key that wrapped them, so a server started with another
+-- root key can say so instead of failing obscurely.
+CREATE TABLE secret_mgmt.secret_data_key (
+    tenant_id   text NOT NULL REFERENCES secret_mgmt.secret_tenant ON DELETE CASCADE,
+    key_id      integer NOT NULL CHECK (key_id OPERATOR(pg_catalog.>) 0),
+    kek_id      text NOT NULL,
+    wrapped     bytea NOT NULL,
+    encryptions bigint NOT NULL DEFAULT 0,
+    state       text NOT NULL DEFAULT 'active'
+                CHECK (state OPERATOR(pg_catalog.=) ANY (ARRAY['active', 'retired'])),
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    retired_at  timestamptz,
+    PRIMARY KEY (tenant_id, key_id)
+);
+CREATE UNIQUE INDEX secret_data_key_one_active
+    ON secret_mgmt.secret_data_key (tenant_id)
+    WHERE state OPERATOR(pg_catalog.=) 'active';
+
+-- Secret metadata.  scope_id is '' where the scope has none (organization,
+-- global), so that the unique key holds without NULL loopholes.
+CREATE TABLE secret_mgmt.secret_item (
+    tenant_id       text NOT NULL REFERENCES secret_mgmt.secret_tenant,
+    secret_id       uuid NOT NULL,
+    path            text NOT NULL,
+    scope           text NOT NULL DEFAULT 'organization'
+                    CHECK (scope OPERATOR(pg_catalog.=) ANY
+                           (ARRAY['global', 'organization', 'team', 'project', 'user'])),
+    scope_id        text NOT NULL DEFAULT '',
+    type            text NOT NULL DEFAULT 'generic',
+    description     text,
+    tags            jsonb NOT NULL DEFAULT '{}',
+    backend         text NOT NULL DEFAULT 'local',
+    expires_at      timestamptz,
+    rotation_period interval,
+    generator       text,
+    last_version    integer NOT NULL DEFAULT 0,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by      text NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_by      text NOT NULL,
+    deleted_at      timestamptz,
+    deleted_by      text,
+    PRIMARY KEY (tenant_id, secret_id),
+    UNIQUE (tenant_id, path, scope, scope_id)
+);
+
+-- Immutable encrypted versions.  The envelope is the only place a value
+-- lives; the CHECK refuses anything that is not an envelope of ours, so no
+-- write path (COPY, restore, a careless INSERT) can store a plain value.
+CREATE TABLE secret_mgmt.secret_version (
+    tenant_id    text NOT NULL,
+    secret_id    uuid NOT NULL,
+    version      integer NOT NULL CHECK (version OPERATOR(pg_catalog.>) 0),
+    state        text NOT NULL DEFAULT 'enabled'
+                 CHECK (state OPERATOR(pg_catalog.=) ANY (ARRAY['enabled', 'disabled', 'destroyed'])),
+    key_id       integer,
+    envelope     bytea,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by   text NOT NULL,
+    expires_at   timestamptz,
+    destroyed_at timestamptz,
+    PRIMARY KEY (tenant_id, secret_id, version),
+    FOREIGN KEY (tenant_id, secret_id)
+        REFERENCES secret_mgmt.secret_item ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, key_id)
+        REFERENCES secret_mgmt.secret_data_key,
+    CHECK ((state OPERATOR(pg_catalog.=) 'destroyed') OPERATOR(pg_catalog.=)
+           (envelope IS NULL AND key_id IS NULL)),
+    CHECK (envelope IS NULL OR
+           (pg_catalog.length(envelope) OPERATOR(pg_catalog.>=) 38 AND
+            pg_catalog.get_byte(envelope, 0) OPERATOR(pg_catalog.=) 1))
+);
+ALTER TABLE secret_mgmt.secret_version ALTER COLUMN envelope SET STORAGE EXTERNAL;
+-- A nonce is never used twice under one data key (bytes 6..17 of the envelope).
+CREATE UNIQUE INDEX secret_version_nonce_unique
+    ON secret_mgmt.secret_version
+       (tenant_id, key_id, pg_catalog.substr(envelope, 7, 12))
+    WHERE envelope IS NOT NULL;
+
+-- Labels (staging labels / aliases): each names exactly one version.
+CREATE TABLE secret_mgmt.secret_label (
+    tenant_id  text NOT NULL,
+    secret_id  uuid NOT NULL,
+    label      text NOT NULL
+               CHECK (label OPERATOR(pg_catalog.~) '^[A-Za-z][A-Za-z0-9._-]{0,63}$'),
+    version    integer NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, secret_id, label),
+    FOREIGN KEY (tenant_id, secret_id, version)
+        REFERENCES secret_mgmt.secret_version ON DELETE CASCADE
+);
+
+-- The platform tenant.
+INSERT INTO secret_mgmt.secret_tenant (tenant_id, created_by)
+    VALUES ('global', CURRENT_USER);
+
+-- Row-level security: enabled and forced everywhere, no table privilege to
+-- anybody but the owner.  A policy admits only the rows of the tenant the
+-- current statement acts for.
+DO $rls$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['secret_tenant', 'secret_member', 'secret_data_key',
+                             'secret_item', 'secret_version', 'secret_label']
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE secret_mgmt.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE pg_catalog.format('ALTER TABLE secret_mgmt.%I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY tenant_isolation ON secret_mgmt.%I'
+            ' USING (tenant_id OPERATOR(pg_catalog.=) secret_mgmt.current_tenant())'
+            ' WITH CHECK (tenant_id OPERATOR(pg_catalog.=) secret_mgmt.current_tenant())', t);
+        EXECUTE pg_catalog.format('REVOKE ALL ON TABLE secret_mgmt.%I FROM PUBLIC', t);
+        PERFORM pg_catalog.pg_extension_config_dump(
+            pg_catalog.format('secret_mgmt.%I', t)::pg_catalog.regclass, '');
+    END LOOP;
+END
+$rls$;
+
+---------------------------------------------------------------------------
+-- Tenants and context
+---------------------------------------------------------------------------
+
+CREATE FUNCTION secret_mgmt.secret_tenant_create(
+    tenant text, kms text DEFAULT 'local', kms_config jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_tenant_create';
+
+CREATE FUNCTION secret_mgmt.secret_tenant_add_member(
+    tenant text, member regrole, admin boolean DEFAULT false)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_tenant_add_member';
+
+CREATE FUNCTION secret_mgmt.secret_tenant_remove_member(tenant text, member regrole)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_tenant_remove_member';
+
+CREATE FUNCTION secret_mgmt.secret_tenant_set_purge_protection(tenant text, enabled boolean)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_tenant_set_purge_protection';
+
+CREATE FUNCTION secret_mgmt.secret_use_tenant(tenant text, local boolean DEFAULT false)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_use_tenant';
+
+CREATE FUNCTION secret_mgmt.secret_set_context(
+    team text DEFAULT NULL, project text DEFAULT NULL, "user" text DEFAULT NULL)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_set_context';
+
+---------------------------------------------------------------------------
+-- Secrets
+---------------------------------------------------------------------------
+
+CREATE FUNCTION secret_mgmt.secret_create(
+    path text, value text, type text DEFAULT 'generic',
+    description text DEFAULT NULL, scope text DEFAULT 'organization',
+    scope_id text DEFAULT NULL, expires_at timestamptz DEFAULT NULL,
+    rotation_period interval DEFAULT NULL, generator text DEFAULT NULL,
+    backend text DEFAULT 'local', tags jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_create_text';
+
+CREATE FUNCTION secret_mgmt.secret_create(
+    path text, value bytea, type text DEFAULT 'generic',
+    description text DEFAULT NULL, scope text DEFAULT 'organization',
+    scope_id text DEFAULT NULL, expires_at timestamptz DEFAULT NULL,
+    rotation_period interval DEFAULT NULL, generator text DEFAULT NULL,
+    backend text DEFAULT 'local', tags jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_create_bytea';
+
+CREATE FUNCTION secret_mgmt.secret_create(
+    path text, value jsonb, type text DEFAULT 'json',
+    description text DEFAULT NULL, scope text DEFAULT 'organization',
+    scope_id text DEFAULT NULL, expires_at timestamptz DEFAULT NULL,
+    rotation_period interval DEFAULT NULL, generator text DEFAULT NULL,
+    backend text DEFAULT 'local', tags jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_create_jsonb';
+
+-- Resolution: current version, a version number, or a label.
+CREATE FUNCTION secret_mgmt.secret_resolve(path text)
+RETURNS text LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_resolve_text';
+CREATE FUNCTION secret_mgmt.secret_resolve(path text, version integer)
+RETURNS text LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_resolve_text';
+CREATE FUNCTION secret_mgmt.secret_resolve(path text, label text)
+RETURNS text LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_resolve_text';
+
+CREATE FUNCTION secret_mgmt.secret_resolve_jsonb(path text)
+RETURNS jsonb LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_resolve_jsonb';
+CREATE FUNCTION secret_mgmt.secret_resolve_jsonb(path text, version integer)
+RETURNS jsonb LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_resolve_jsonb';
+CREATE FUNCTION secret_mgmt.secret_resolve_jsonb(path text, label text)
+RETURNS jsonb LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_resolve_jsonb';
+
+CREATE FUNCTION secret_mgmt.secret_resolve_bytea(path text)
+RETURNS bytea LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_resolve_bytea';
+CREATE FUNCTION secret_mgmt.secret_resolve_bytea(path text, version integer)
+RETURNS bytea LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_resolve_bytea';
+CREATE FUNCTION secret_mgmt.secret_resolve_bytea(path text, label text)
+RETURNS bytea LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_resolve_bytea';
+
+CREATE FUNCTION secret_mgmt.secret_update(
+    path text, value text, expected_version integer DEFAULT NULL)
+RETURNS integer LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_update_text';
+CREATE FUNCTION secret_mgmt.secret_update(
+    path text, value bytea, expected_version integer DEFAULT NULL)
+RETURNS integer LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_update_bytea';
+CREATE FUNCTION secret_mgmt.secret_update(
+    path text, value jsonb, expected_version integer DEFAULT NULL)
+RETURNS integer LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_update_jsonb';
+
+CREATE FUNCTION secret_mgmt.secret_rollback(path text, to_version integer)
+RETURNS integer LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_rollback';
+
+CREATE FUNCTION secret_mgmt.secret_versions(path text)
+RETURNS TABLE (version integer, state text, labels text[],
+               created_at timestamptz, created_by text, expires_at timestamptz)
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_versions';
+
+CREATE FUNCTION secret_mgmt.secret_list(prefix text DEFAULT '', include_deleted boolean DEFAULT false)
+RETURNS TABLE (path text, scope text, scope_id text, type text,
+               description text, tags jsonb, backend text,
+               current_version integer, latest_version integer,
+               created_at timestamptz, updated_at timestamptz,
+               expires_at timestamptz, deleted_at timestamptz)
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_list';
+
+CREATE FUNCTION secret_mgmt.secret_label(path text, label text, version integer)
+RETURNS void LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_label';
+
+CREATE FUNCTION secret_mgmt.secret_version_disable(path text, version integer)
+RETURNS void LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_version_disable';
+CREATE FUNCTION secret_mgmt.secret_version_enable(path text, version integer)
+RETURNS void LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_version_enable';
+CREATE FUNCTION secret_mgmt.secret_version_destroy(path text, version integer)
+RETURNS void LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_version_destroy';
+
+CREATE FUNCTION secret_mgmt.secret_delete(path text)
+RETURNS void LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_delete';
+CREATE FUNCTION secret_mgmt.secret_restore(path text)
+RETURNS void LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_restore';
+CREATE FUNCTION secret_mgmt.secret_purge(path text)
+RETURNS void LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_purge';
+
+---------------------------------------------------------------------------
+-- Privileges.  Every function above identifies and checks its caller in C,
+-- so EXECUTE goes to PUBLIC; the tables stay private to the owner.
+---------------------------------------------------------------------------
+
+DO $grants$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::pg_catalog.regprocedure
+          FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace OPERATOR(pg_catalog.=) 'secret_mgmt'::pg_catalog.regnamespace
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
+    END LOOP;
+END
+$grants$;
+
+GRANT USAGE ON SCHEMA secret_mgmt TO PUBLIC;

@@ -1,0 +1,40 @@
+/*-------------------------------------------------------------------------
+ *
+ * compat.h
+ *		Small shims over differences between PostgreSQL major versions.
+ *
+ * PostgreSQL 15 is the primary target; 16 and 17 are kept reachable here
+ * rather than with #if blocks spread through the sources.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SECRET_MGMT_COMPAT_H
+#define SECRET_MGMT_COMPAT_H
+
+#include "postgres.h"
+
+/*
+ * Test builds (make SM_ASSERTS=1) check assertions even against a server
+ * built without --enable-cassert.  ExceptionalCondition() is compiled into
+ * every server, only its signature changed in 16.
+ */
+#if defined(SM_ENABLE_ASSERTS) && !defined(USE_ASSERT_CHECKING)
+#undef Assert
+#if PG_VERSION_NUM >= 160000
+#define Assert(condition) \
+	do { \
+		if (!(condition)) \
+			ExceptionalCondition(#condition, __FILE__, __LINE__); \
+	} while (0)
+#else
+#define Assert(condition) \
+	do { \
+		if (!(condition)) \
+			ExceptionalCondition(#condition, "FailedAssertion", \
+								 __FILE__, __LINE__); \
+	} while (0)
+#endif
+#endif
+
+
+#endif							/* SECRET_MGMT_COMPAT_H */

@@ -1,0 +1,176 @@
+/*-------------------------------------------------------------------------
+ *
+ * secret_mgmt.c
+ *		Module entry point: configuration, preload check, install check.
+ *
+ * The library must be in shared_preload_libraries: the root key is read
+ * once in the postmaster, before any client connects, and inherited by
+ * every backend.  Loaded any other way the library defines its settings
+ * but refuses every operation with a message that says what to change.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "keyring.h"
+#include "miscadmin.h"
+#include "query.h"
+#include "tenant.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(secret_mgmt_install_check);
+
+/* GUC variables */
+char	   *sm_key_file = NULL;
+char	   *sm_key_command = NULL;
+int			sm_recovery_window = 7 * 24 * 3600;
+int			sm_cache_ttl = 300;
+int			sm_data_key_rotate_after = INT_MAX;
+
+bool		sm_preloaded = false;
+
+void		_PG_init(void);
+
+static void
+define_gucs(void)
+{
+	DefineCustomStringVariable("secret_mgmt.key_file",
+							   "File holding the root key as 64 hexadecimal digits.",
+							   "Read once at server start; keep it outside the data directory, mode 0600.",
+							   &sm_key_file, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("secret_mgmt.key_command",
+							   "Shell command that prints the root key as 64 hexadecimal digits.",
+							   "Run once at server start by the postmaster.",
+							   &sm_key_command, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("secret_mgmt.recovery_window",
+							"How long a deleted secret stays recoverable.",
+							"With purge protection, no purge happens before it ends.",
+							&sm_recovery_window, 7 * 24 * 3600, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("secret_mgmt.cache_ttl",
+							"How long a backend keeps an unwrapped data key.",
+							NULL,
+							&sm_cache_ttl, 300, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("secret_mgmt.data_key_rotate_after",
+							"Encryptions after which a tenant's data key is retired and replaced.",
+							"AES-GCM with random nonces must stay well below 2^32 encryptions per key.",
+							&sm_data_key_rotate_after, INT_MAX, 1, INT_MAX,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	MarkGUCPrefixReserved("secret_mgmt");
+}
+
+void
+_PG_init(void)
+{
+	if (IsBinaryUpgrade)
+		return;
+
+	define_gucs();
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	sm_preloaded = true;
+
+	sm_keyring_load_root();
+	if (!sm_keyring_root_loaded())
+	{
+		/* Ask the store for its reason; it fails closed until restarted. */
+		PG_TRY();
+		{
+			sm_keyring_require_root();
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			edata = CopyErrorData();
+			FlushErrorState();
+			ereport(WARNING,
+					(errcode(ERRCODE_SM_SEALED),
+					 errmsg("secret_mgmt: %s", edata->message),
+					 errdetail_internal("%s", edata->detail ? edata->detail : ""),
+					 errhint("%s", edata->hint ? edata->hint : "")));
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
+	}
+
+	RegisterXactCallback(sm_tenant_xact_callback, NULL);
+}
+
+/* Refuse to work unless preloaded, saying how to fix it. */
+void
+sm_check_preloaded(void)
+{
+	if (!sm_preloaded)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("secret_mgmt must be loaded via shared_preload_libraries"),
+				 errhint("Add secret_mgmt to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/*
+ * Run first by the install script.  Refuses unless the library is
+ * preloaded and the schema is the installer's own and empty but for this
+ * function, so objects planted in a pre-created schema cannot become part
+ * of the extension or shadow its members.
+ */
+Datum
+secret_mgmt_install_check(PG_FUNCTION_ARGS)
+{
+	static const char *count_sql =
+		"SELECT n.nspowner,"
+		"       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c"
+		"         WHERE c.relnamespace OPERATOR(pg_catalog.=) n.oid)"
+		"     OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc p"
+		"         WHERE p.pronamespace OPERATOR(pg_catalog.=) n.oid"
+		"           AND p.proname OPERATOR(pg_catalog.<>) '_install_check')"
+		"     OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_type t"
+		"         WHERE t.typnamespace OPERATOR(pg_catalog.=) n.oid)"
+		"     OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_operator o"
+		"         WHERE o.oprnamespace OPERATOR(pg_catalog.=) n.oid)"
+		"  FROM pg_catalog.pg_namespace n"
+		" WHERE n.nspname OPERATOR(pg_catalog.=) 'secret_mgmt'";
+	bool		isnull;
+	Oid			owner;
+	int64		others;
+
+	sm_check_preloaded();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(count_sql, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not inspect schema secret_mgmt");
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	others = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 2, &isnull));
+	SPI_finish();
+
+	if (owner != GetUserId())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("schema \"secret_mgmt\" is owned by another role"),
+				 errdetail("The extension installs only into a schema that the installing superuser owns."),
+				 errhint("Drop the schema, or let CREATE EXTENSION create it.")));
+	if (others > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("schema \"secret_mgmt\" already contains objects"),
+				 errdetail("The extension installs only into an empty schema, so that no object planted there can shadow its own."),
+				 errhint("Drop the schema, or let CREATE EXTENSION create it.")));
+	PG_RETURN_VOID();
+}
