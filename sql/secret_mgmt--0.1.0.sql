@@ -325,6 +325,10 @@ CREATE FUNCTION secret_mgmt.secret_version_destroy(path text, version integer)
 RETURNS void LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'secret_version_destroy';
 
+CREATE FUNCTION secret_mgmt.secret_set_expiry(path text, expires_at timestamptz)
+RETURNS void LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'secret_set_expiry';
+
 CREATE FUNCTION secret_mgmt.secret_delete(path text)
 RETURNS void LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'secret_delete';

@@ -536,46 +536,37 @@ sm_dek_for_encrypt(const char *tenant, int32 *key_id)
 		"   SET encryptions = encryptions OPERATOR(pg_catalog.+) 1"
 		" WHERE tenant_id OPERATOR(pg_catalog.=) $1"
 		"   AND state OPERATOR(pg_catalog.=) 'active'"
-		" RETURNING key_id, wrapped, kek_id, encryptions",
-		1, {TEXTOID}
+		"   AND encryptions OPERATOR(pg_catalog.<) $2"
+		" RETURNING key_id, wrapped, kek_id",
+		2, {TEXTOID, INT8OID}
 	};
 	static SmStmt retire = {
 		"UPDATE secret_mgmt.secret_data_key"
 		"   SET state = 'retired', retired_at = pg_catalog.now()"
 		" WHERE tenant_id OPERATOR(pg_catalog.=) $1"
-		"   AND key_id OPERATOR(pg_catalog.=) $2",
-		2, {TEXTOID, INT4OID}
+		"   AND state OPERATOR(pg_catalog.=) 'active'"
+		"   AND encryptions OPERATOR(pg_catalog.>=) $2",
+		2, {TEXTOID, INT8OID}
 	};
 	Datum		args[2];
 
 	sm_keyring_require_root();
 	args[0] = CStringGetTextDatum(tenant);
+	args[1] = Int64GetDatum((int64) sm_data_key_rotate_after);
 	for (int attempt = 0; attempt < 3; attempt++)
 	{
 		bool		isnull;
-		int64		used;
-		int32		kid;
-		bytea	   *wrapped;
-		char	   *wrapped_kek;
 
-		if (sm_exec(&take, args, NULL, 0) == 0)
+		if (sm_exec(&take, args, NULL, 0) == 1)
 		{
-			mint_dek(tenant);
-			continue;
+			*key_id = sm_col_int32(0, 1);
+			return sm_dek_for_decrypt(tenant, *key_id,
+									  DatumGetByteaPP(sm_col(0, 2, &isnull)),
+									  sm_col_text(0, 3));
 		}
-		kid = sm_col_int32(0, 1);
-		wrapped = DatumGetByteaPP(sm_col(0, 2, &isnull));
-		wrapped_kek = sm_col_text(0, 3);
-		used = DatumGetInt64(sm_col(0, 4, &isnull));
-		if (used > (int64) sm_data_key_rotate_after)
-		{
-			args[1] = Int32GetDatum(kid);
-			sm_exec(&retire, args, NULL, 0);
-			mint_dek(tenant);
-			continue;
-		}
-		*key_id = kid;
-		return sm_dek_for_decrypt(tenant, kid, wrapped, wrapped_kek);
+		/* No active key, or it is used up: retire it and mint another. */
+		sm_exec(&retire, args, NULL, 0);
+		mint_dek(tenant);
 	}
 	elog(ERROR, "could not obtain an active data key for tenant \"%s\"", tenant);
 	return NULL;				/* keep compiler quiet */

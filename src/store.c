@@ -58,6 +58,7 @@ PG_FUNCTION_INFO_V1(secret_version_destroy);
 PG_FUNCTION_INFO_V1(secret_delete);
 PG_FUNCTION_INFO_V1(secret_restore);
 PG_FUNCTION_INFO_V1(secret_purge);
+PG_FUNCTION_INFO_V1(secret_set_expiry);
 
 /* Which secrets find_secret() may return. */
 typedef enum SmFind
@@ -533,7 +534,7 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_EXPIRED),
 				 errmsg("secret \"%s\" has expired", path),
-				 errhint("Set a new expiry with secret_mgmt.secret_set_expiry() or write a new version.")));
+				 errhint("Move or clear the expiry with secret_mgmt.secret_set_expiry().")));
 
 	plain = open_row_value(&c, &id, version, 4, session.caller_cxt, len);
 	sm_leave(&session);
@@ -1239,6 +1240,40 @@ secret_purge(PG_FUNCTION_ARGS)
 	}
 	args[1] = UUIDPGetDatum(&s.id);
 	sm_exec(&purge, args, NULL, 0);
+	sm_leave(&session);
+	PG_RETURN_VOID();
+}
+
+/* SQL: secret_set_expiry(path, expires_at): a null expiry clears it */
+Datum
+secret_set_expiry(PG_FUNCTION_ARGS)
+{
+	static SmStmt stmt = {
+		"UPDATE secret_mgmt.secret_item"
+		"   SET expires_at = $3, updated_at = pg_catalog.now(), updated_by = $4"
+		" WHERE tenant_id OPERATOR(pg_catalog.=) $1 AND secret_id OPERATOR(pg_catalog.=) $2"
+		"   AND deleted_at IS NULL",
+		4, {TEXTOID, UUIDOID, TIMESTAMPTZOID, TEXTOID}
+	};
+	SmSession	session;
+	SmCaller	c;
+	SmSecret	s;
+	char	   *path = arg_path(fcinfo, 0);
+	Datum		args[4];
+	char		nulls[4] = "    ";
+
+	sm_enter(&session);
+	sm_caller_resolve(&session, &c, path);
+	require_secret(&c, path, SM_FIND_LIVE, &s);
+	args[0] = CStringGetTextDatum(c.tenant);
+	args[1] = UUIDPGetDatum(&s.id);
+	if (PG_ARGISNULL(1))
+		nulls[2] = 'n';
+	else
+		args[2] = PG_GETARG_DATUM(1);
+	args[3] = CStringGetTextDatum(c.rolename);
+	if (sm_exec(&stmt, args, nulls, 0) != 1)
+		sm_report_not_found(path, NULL);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }

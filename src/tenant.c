@@ -441,7 +441,7 @@ secret_tenant_set_purge_protection(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* SQL: secret_use_tenant(tenant, local) */
+/* SQL: secret_use_tenant(tenant, local); a null tenant clears the choice */
 Datum
 secret_use_tenant(PG_FUNCTION_ARGS)
 {
@@ -451,12 +451,19 @@ secret_use_tenant(PG_FUNCTION_ARGS)
 	bool		is_admin;
 	bool		ok;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("tenant and local must not be null")));
-	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
+				 errmsg("local must not be null")));
 	local = PG_GETARG_BOOL(1);
+
+	/* A null tenant clears the selection. */
+	if (PG_ARGISNULL(0))
+	{
+		replace_setting(local ? &xact_tenant : &session_tenant, NULL);
+		PG_RETURN_VOID();
+	}
+	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 	sm_enter(&session);
 	if (superuser_arg(session.caller))

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Install what building, testing, the demo and the benchmark need, from
+# Debian's packages.  Idempotent: does nothing when everything is present.
+set -eu
+
+PKGS="postgresql-15 postgresql-server-dev-15 \
+postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl \
+libcurl4-openssl-dev libssl-dev libipc-run-perl make gcc openssl"
+
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+        || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+    echo "secret_mgmt: missing Debian packages:$missing" >&2
+    echo "secret_mgmt: run as root, or: sudo apt-get install$missing" >&2
+    exit 1
+fi
+echo "secret_mgmt: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# The packaged cluster is not wanted: the suites start their own.
+mkdir -p /etc/postgresql-common
+[ -f /etc/postgresql-common/createcluster.conf ] \
+    || printf 'create_main_cluster = false\n' > /etc/postgresql-common/createcluster.conf
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
