@@ -156,7 +156,8 @@ INSERT INTO secret_mgmt.secret_tenant (tenant_id, created_by)
 
 -- Row-level security: enabled and forced everywhere, no table privilege to
 -- anybody but the owner.  A policy admits only the rows of the tenant the
--- current statement acts for.
+-- current statement acts for.  pg_dump carries every row but the platform
+-- tenant's own, which CREATE EXTENSION makes.
 DO $rls$
 DECLARE
     t text;
@@ -172,7 +173,10 @@ BEGIN
             ' WITH CHECK (tenant_id OPERATOR(pg_catalog.=) secret_mgmt.current_tenant())', t);
         EXECUTE pg_catalog.format('REVOKE ALL ON TABLE secret_mgmt.%I FROM PUBLIC', t);
         PERFORM pg_catalog.pg_extension_config_dump(
-            pg_catalog.format('secret_mgmt.%I', t)::pg_catalog.regclass, '');
+            pg_catalog.format('secret_mgmt.%I', t)::pg_catalog.regclass,
+            CASE WHEN t OPERATOR(pg_catalog.=) 'secret_tenant'
+                 THEN 'WHERE tenant_id OPERATOR(pg_catalog.<>) ''global'''
+                 ELSE '' END);
     END LOOP;
 END
 $rls$;

@@ -80,9 +80,14 @@ _PG_init(void)
 	if (IsBinaryUpgrade)
 		return;
 
-	define_gucs();
+	/*
+	 * Loaded late (by CREATE EXTENSION or a function call) the library does
+	 * nothing but refuse, through sm_check_preloaded(): postmaster settings
+	 * cannot be defined once the server runs.
+	 */
 	if (!process_shared_preload_libraries_in_progress)
 		return;
+	define_gucs();
 	sm_preloaded = true;
 
 	sm_keyring_load_root();

@@ -474,6 +474,8 @@ secret_use_tenant(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_PERMISSION),
 				 errmsg("permission denied for tenant \"%s\"", tenant),
+				 superuser_arg(session.caller) ?
+				 errdetail("The tenant does not exist.") :
 				 errdetail("Role \"%s\" is not a member of this tenant.",
 						   role_name(session.caller))));
 	sm_leave(&session);

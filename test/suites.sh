@@ -87,6 +87,7 @@ fi
 
 # 3. TAP: test/t/*.pl with PostgreSQL::Test::Cluster
 if ls test/t/*.pl >/dev/null 2>&1 && want tap; then
+    mkdir -p "$work/tap"
     TESTDIR="$work/tap" PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
         prove -I "$pgxs/src/test/perl" -I test/t/lib test/t/*.pl > tap.log 2>&1
     rc=$?
