@@ -69,10 +69,14 @@ SELECT try($$SELECT secret_mgmt.secret_label('db/password', 'current', NULL)$$);
 SELECT try($$SELECT secret_mgmt.secret_label('db/password', '1bad', 1)$$);
 SELECT try($$SELECT secret_mgmt.secret_label('db/password', 'x', 99)$$);
 SELECT try($$SELECT secret_mgmt.secret_resolve('db/password', 99)$$);
+SELECT try($$SELECT secret_mgmt.secret_resolve('db/password', 0)$$);
+SELECT try($$SELECT secret_mgmt.secret_resolve('db/password', -1)$$);
 -- moving current by label moves previous along
 SELECT secret_mgmt.secret_label('db/password', 'current', 1);
 SELECT version, labels FROM secret_mgmt.secret_versions('db/password');
 SELECT secret_mgmt.secret_resolve('db/password');
+-- check-and-set compares with the current version, not the newest
+SELECT try($$SELECT secret_mgmt.secret_update('db/password', 'x', expected_version => 3)$$);
 SELECT secret_mgmt.secret_label('db/password', 'current', 3);
 
 -- rollback makes a new version; history is never rewritten

@@ -471,6 +471,7 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 	SmCaller	c;
 	char	   *path = arg_path(fcinfo, 0);
 	char	   *label = "current";
+	bool		by_version = false;
 	int32		want_version = 0;
 	Datum		args[7];
 	char		nulls[7] = "       ";
@@ -487,7 +488,10 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("version or label must not be null")));
 		if (get_fn_expr_argtype(fcinfo->flinfo, 1) == INT4OID)
+		{
+			by_version = true;
 			want_version = PG_GETARG_INT32(1);
+		}
 		else
 			label = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	}
@@ -497,7 +501,7 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 	args[0] = CStringGetTextDatum(c.tenant);
 	args[1] = CStringGetTextDatum(path);
 	bind_context(args, nulls, &c);
-	if (want_version != 0)
+	if (by_version)
 	{
 		nulls[5] = 'n';
 		args[5] = (Datum) 0;
@@ -513,7 +517,7 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 		sm_report_not_found(path, NULL);
 	if (sm_col_isnull(0, 2))
 	{
-		if (want_version != 0)
+		if (by_version)
 			ereport(ERROR,
 					(errcode(ERRCODE_SM_NOT_FOUND),
 					 errmsg("version %d of secret \"%s\" not found", want_version, path)));
@@ -767,13 +771,19 @@ update_secret(FunctionCallInfo fcinfo)
 	sm_caller_resolve(&session, &c, path);
 	require_secret(&c, path, SM_FIND_LIVE, &s);
 	version = next_version(&c, path, &s);
-	if (!PG_ARGISNULL(2) && PG_GETARG_INT32(2) != version - 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("version conflict on secret \"%s\"", path),
-				 errdetail("Expected version %d, but the current version is %d.",
-						   PG_GETARG_INT32(2), version - 1),
-				 errhint("Read the current version and retry with its number.")));
+	/* Check-and-set against the version readers get, under the row lock. */
+	if (!PG_ARGISNULL(2))
+	{
+		int32		current = label_version(&c, &s.id, "current");
+
+		if (PG_GETARG_INT32(2) != current)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("version conflict on secret \"%s\"", path),
+					 errdetail("Expected version %d, but the current version is %d.",
+							   PG_GETARG_INT32(2), current),
+					 errhint("Read the current version and retry with its number.")));
+	}
 	sm_type_validate(s.type, value, len, &not_after, &has_not_after);
 	insert_version(&c, &s.id, version, value, len);
 	promote(&c, &s.id, version);
