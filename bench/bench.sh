@@ -1,0 +1,285 @@
+#!/bin/sh
+# make bench: secret_mgmt's read path side by side with a plain table and
+# with pgcrypto, printed as a table.
+#
+# 1. Installs the Debian packages the project needs (test/deps.sh), then
+#    builds and installs the extension.
+# 2. Starts a throwaway PostgreSQL 15 cluster in .bench/ under the work tree
+#    (data in .bench/data, the Unix socket in .bench/, no TCP), with
+#    secret_mgmt preloaded and a freshly generated root key in
+#    .bench/root.key (mode 0600, outside the data directory).  The server
+#    refuses to run as root, so when run as root the script runs the server,
+#    psql and pgbench as the unprivileged system user secret_mgmt_bench
+#    (created if missing); otherwise as the current user.  If that user
+#    cannot reach the work tree, everything lives in /tmp/secret_mgmt-bench.
+#    Settings: shared_buffers = 256MB so that every table stays in memory,
+#    and synchronous_commit = off, which only shortens the load (the
+#    measured workloads are read-only); fsync and everything else keep
+#    their defaults.
+# 3. Loads 10,000 random 32-byte values (64 hex digits) three ways:
+#      - secrets bench/s1 .. bench/s10000 of tenant "bench", created by
+#        the login role bench_app, a member of that tenant;
+#      - bench_plain(path text primary key, value text): the values as is;
+#      - bench_pgp(path text primary key, value bytea): the values under
+#        pgp_sym_encrypt(value, 'bench-passphrase') (pgcrypto).
+#    It then checks, on a random sample, that all three give the same value.
+# 4. Runs pgbench -M prepared -c 2 -j 2 as bench_app (not a superuser; it
+#    has SELECT on the two plain tables) on each of bench/resolve.sql,
+#    bench/plain.sql and bench/pgcrypto.sql: a short warm-up, then
+#    BENCH_SECONDS (default 20) seconds each, reading random paths.
+# 5. Prints the machine, the PostgreSQL version, and a table of TPS, mean
+#    latency and the latency ratio to the plain SELECT.  The raw pgbench
+#    output is kept in .bench/*.log.  The cluster is stopped at the end, and
+#    on failure; its data directory stays until the next run replaces it.
+#
+# Environment: BENCH_SECONDS (default 20), BENCH_WARMUP (seconds, default 3),
+# BENCH_PORT (default 54330), PG_CONFIG, SM_BENCH_USER (the system user used
+# when run as root, default secret_mgmt_bench).
+set -eu
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+BENCH_USER=${SM_BENCH_USER:-secret_mgmt_bench}
+seconds=${BENCH_SECONDS:-20}
+warmup=${BENCH_WARMUP:-3}
+port=${BENCH_PORT:-54330}
+db=bench
+nsecrets=10000
+workloads="resolve plain pgcrypto"
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+case $seconds in '' | *[!0-9]* | 0) die "BENCH_SECONDS must be a positive whole number of seconds" ;; esac
+case $warmup in '' | *[!0-9]* | 0) die "BENCH_WARMUP must be a positive whole number of seconds" ;; esac
+for w in $workloads; do
+    [ -f "$here/bench/$w.sql" ] || die "missing pgbench script bench/$w.sql"
+done
+
+# --- packages, build, install ---------------------------------------------
+say "==> Checking Debian packages (test/deps.sh)"
+sh "$here/test/deps.sh"
+say "==> Building and installing secret_mgmt"
+make -C "$here" -s PG_CONFIG="$PG_CONFIG"
+make -C "$here" -s install PG_CONFIG="$PG_CONFIG" >/dev/null || \
+    die "make install failed; run make bench as root or make the PostgreSQL directories writable"
+bindir=$("$PG_CONFIG" --bindir)
+
+# --- who runs the server --------------------------------------------------
+if [ "$(id -u)" = 0 ]; then
+    if ! id "$BENCH_USER" >/dev/null 2>&1; then
+        say "==> Creating the unprivileged system user $BENCH_USER (the server refuses to run as root)"
+        useradd --system --create-home --shell /bin/sh "$BENCH_USER"
+    fi
+    run_user=$BENCH_USER
+    runas=yes
+else
+    run_user=$(id -un)
+    runas=""
+fi
+as_user() { if [ -n "$runas" ]; then runuser -u "$run_user" -- "$@"; else "$@"; fi; }
+
+# --- where the cluster lives ----------------------------------------------
+base=$here/.bench
+reason=""
+if ! as_user test -x "$here"; then
+    reason="user $run_user cannot reach $here"
+elif [ ! -e "$base" ] && ! [ -w "$here" ]; then
+    reason="$here is not writable"
+elif [ ${#base} -gt 80 ]; then
+    reason="$base is too long for a Unix socket path"
+fi
+if [ -n "$reason" ]; then
+    base=/tmp/secret_mgmt-bench
+    say "==> Note: $reason; using $base instead of the work tree"
+fi
+[ -L "$base" ] && die "$base is a symbolic link; remove it first"
+if [ ! -d "$base" ]; then
+    mkdir -p "$base"
+    [ -z "$runas" ] || chown "$run_user" "$base"
+fi
+owner=$(stat -c %U "$base")
+[ "$owner" = "$run_user" ] || die "$base belongs to $owner, not $run_user; remove it first"
+as_user chmod 700 "$base"
+as_user test -w "$base" || die "user $run_user cannot write to $base"
+cd "$base"
+
+data=$base/data
+key=$base/root.key
+log=$base/server.log
+
+out=$(mktemp)
+started=""
+cleanup() {
+    status=$?
+    rm -f "$out"
+    if [ -n "$started" ]; then
+        as_user "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+        say "==> Cluster stopped"
+    fi
+    [ "$status" = 0 ] || printf 'bench: failed; logs in %s\n' "$base" >&2
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# psql_as ROLE: run the SQL on stdin as ROLE, quietly; output in $out.
+psql_as() {
+    as_user "$bindir/psql" -X -q -A -t -h "$base" -p "$port" -U "$1" -d "${2:-$db}" \
+        -v ON_ERROR_STOP=1 -f - >"$out" 2>&1 || { cat "$out" >&2; return 1; }
+}
+
+# --- a fresh cluster ------------------------------------------------------
+if [ -f "$data/postmaster.pid" ] && as_user "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    say "==> Stopping the bench cluster left running in $data"
+    as_user "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+fi
+as_user rm -rf "$data" "$key" "$log"
+for w in $workloads; do as_user rm -f "$base/$w.log" "$base/$w.warmup.log" "$base/$w.sql"; done
+
+say "==> Generating a root key in $key (mode 0600, outside the data directory)"
+as_user sh -c 'umask 077 && openssl rand -hex 32 > "$1"' sh "$key"
+
+say "==> Creating a cluster in $data"
+as_user "$bindir/initdb" -D "$data" -U postgres -E UTF8 --no-locale \
+    --auth-local=trust --auth-host=scram-sha-256 >"$out" 2>&1 \
+    || { cat "$out" >&2; die "initdb failed"; }
+as_user sh -c 'cat >> "$1"' sh "$data/postgresql.conf" <<CONF
+
+# secret_mgmt bench: Unix socket only, in a directory only $run_user can enter.
+listen_addresses = ''
+port = $port
+unix_socket_directories = '$base'
+unix_socket_permissions = 0700
+shared_preload_libraries = 'secret_mgmt'
+secret_mgmt.key_file = '$key'
+shared_buffers = 256MB
+synchronous_commit = off
+CONF
+
+say "==> Starting the server on socket $base, port $port"
+started=yes
+as_user "$bindir/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null \
+    || { tail -n 20 "$log" >&2; die "the server did not start"; }
+
+# --- load -----------------------------------------------------------------
+say "==> Creating database $db, tenant bench and login role bench_app"
+psql_as postgres postgres <<SQL || die "could not create database $db"
+CREATE DATABASE $db;
+SQL
+psql_as postgres <<'SQL' || die "setup failed"
+CREATE EXTENSION secret_mgmt;
+CREATE EXTENSION pgcrypto;
+SELECT secret_mgmt.secret_tenant_create('bench');
+CREATE ROLE bench_app LOGIN;
+SELECT secret_mgmt.secret_tenant_add_member('bench', 'bench_app');
+SQL
+
+say "==> Loading $nsecrets random values into bench_plain and, with pgp_sym_encrypt, into bench_pgp"
+psql_as postgres <<SQL || die "loading the plain tables failed"
+CREATE TABLE bench_plain (path text PRIMARY KEY, value text NOT NULL);
+INSERT INTO bench_plain
+SELECT 'bench/s' || i, encode(gen_random_bytes(32), 'hex')
+  FROM generate_series(1, $nsecrets) AS i;
+CREATE TABLE bench_pgp (path text PRIMARY KEY, value bytea NOT NULL);
+INSERT INTO bench_pgp
+SELECT path, pgp_sym_encrypt(value, 'bench-passphrase') FROM bench_plain;
+GRANT SELECT ON bench_plain, bench_pgp TO bench_app;
+SQL
+
+say "==> Creating the same $nsecrets values as secrets, as bench_app"
+psql_as bench_app <<'SQL' || die "creating the secrets failed"
+SELECT pg_catalog.count(secret_mgmt.secret_create(path, value)) FROM bench_plain;
+SQL
+created=$(tr -d '[:space:]' <"$out")
+[ "$created" = "$nsecrets" ] || die "created $created secrets, expected $nsecrets"
+
+say "==> VACUUM ANALYZE"
+psql_as postgres <<'SQL' || die "VACUUM ANALYZE failed"
+VACUUM ANALYZE;
+SQL
+
+say "==> Checking, as bench_app, that the three stores agree on 500 random paths"
+psql_as bench_app <<'SQL' || die "the check failed"
+SELECT pg_catalog.count(*)
+  FROM (SELECT path, value FROM bench_plain ORDER BY random() LIMIT 500) AS p
+  JOIN bench_pgp AS g USING (path)
+ WHERE secret_mgmt.secret_resolve(p.path) = p.value
+   AND pgp_sym_decrypt(g.value, 'bench-passphrase') = p.value;
+SQL
+agree=$(tr -d '[:space:]' <"$out")
+[ "$agree" = 500 ] || die "only $agree of 500 values agree across the three stores"
+
+# --- pgbench --------------------------------------------------------------
+# pgbench runs as the server's user, which reads its scripts from $base.
+for w in $workloads; do
+    as_user sh -c 'cat > "$1"' sh "$base/$w.sql" <"$here/bench/$w.sql"
+done
+
+# pgbench_run WORKLOAD SECONDS LOGFILE
+pgbench_run() {
+    if as_user "$bindir/pgbench" -n -M prepared -c 2 -j 2 -T "$2" \
+        -h "$base" -p "$port" -U bench_app -f "$base/$1.sql" "$db" >"$out" 2>&1
+    then rc=0; else rc=$?; fi
+    as_user sh -c 'cat > "$1"' sh "$3" <"$out"
+    [ "$rc" = 0 ] || { cat "$out" >&2; die "pgbench failed on workload $1 (log: $3)"; }
+    grep -q '^number of failed transactions: 0 ' "$out" \
+        || { cat "$out" >&2; die "workload $1 had failed transactions (log: $3)"; }
+}
+
+for w in $workloads; do
+    say "==> $w: warm-up, $warmup s"
+    pgbench_run "$w" "$warmup" "$base/$w.warmup.log"
+    say "==> $w: measuring, $seconds s"
+    pgbench_run "$w" "$seconds" "$base/$w.log"
+done
+
+# --- report ---------------------------------------------------------------
+# tps_of LOG / latency_of LOG: from pgbench's summary.
+tps_of() {
+    sed -n -e 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' \
+        -e 's/^tps = \([0-9.]*\) (excluding connections establishing)$/\1/p' "$1" | head -n 1
+}
+latency_of() {
+    sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' "$1" | head -n 1
+}
+
+for w in $workloads; do
+    [ -n "$(tps_of "$base/$w.log")" ] && [ -n "$(latency_of "$base/$w.log")" ] \
+        || die "could not read tps and latency from $base/$w.log"
+done
+plain_latency=$(latency_of "$base/plain.log")
+
+psql_as postgres <<'SQL' || die "could not read the server version"
+SELECT version();
+SQL
+pg_version=$(cat "$out")
+cpu=$(sed -n 's/^model name[[:space:]]*: *//p' /proc/cpuinfo | head -n 1)
+
+label() {
+    case $1 in
+        resolve) echo "secret_mgmt.secret_resolve(path)" ;;
+        plain) echo "plain SELECT (bench_plain)" ;;
+        pgcrypto) echo "pgp_sym_decrypt (bench_pgp)" ;;
+    esac
+}
+
+say ""
+say "secret_mgmt benchmark"
+say "  machine:    $(nproc) CPUs, ${cpu:-unknown CPU}"
+say "  server:     $pg_version"
+say "  settings:   shared_buffers = 256MB, synchronous_commit = off, otherwise defaults"
+say "  data:       $nsecrets values of 64 hex digits; random path per transaction"
+say "  pgbench:    -M prepared -c 2 -j 2 -T $seconds (after a $warmup s warm-up), as role bench_app"
+say ""
+printf '%-34s | %10s | %15s | %15s\n' "workload" "TPS" "mean latency ms" "ratio to plain"
+printf '%-34s-+-%10s-+-%15s-+-%15s\n' "----------------------------------" "----------" "---------------" "---------------"
+for w in $workloads; do
+    tps=$(tps_of "$base/$w.log")
+    lat=$(latency_of "$base/$w.log")
+    awk -v name="$(label "$w")" -v tps="$tps" -v lat="$lat" -v base="$plain_latency" \
+        'BEGIN { printf "%-34s | %10.0f | %15.3f | %14.2fx\n", name, tps, lat, lat / base }'
+done
+say ""
+say "TPS excludes connection time.  Ratio to plain = mean latency / mean latency"
+say "of the plain SELECT (how many times its cost).  Raw pgbench output: $base/*.log"
