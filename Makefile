@@ -8,7 +8,7 @@
 EXTENSION   = secret_mgmt
 MODULE_big  = secret_mgmt
 OBJS        = src/secret_mgmt.o src/crypto.o src/keyring.o src/query.o \
-              src/tenant.o src/store.o src/types.o
+              src/tenant.o src/store.o src/types.o src/lookup.o
 DATA        = sql/secret_mgmt--0.1.0.sql
 PGFILEDESC  = "secret_mgmt - encrypted, versioned, tenant-isolated secret store"
 

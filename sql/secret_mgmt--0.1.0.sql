@@ -39,7 +39,7 @@ AS 'MODULE_PATHNAME', 'secret_mgmt_current_tenant';
 ---------------------------------------------------------------------------
 
 CREATE TABLE secret_mgmt.secret_tenant (
-    tenant_id        text PRIMARY KEY
+    tenant_id        text COLLATE "C" PRIMARY KEY
                      CHECK (tenant_id OPERATOR(pg_catalog.~) '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'),
     kms              text NOT NULL DEFAULT 'local',
     kms_config       jsonb NOT NULL DEFAULT '{}',
@@ -49,7 +49,7 @@ CREATE TABLE secret_mgmt.secret_tenant (
 );
 
 CREATE TABLE secret_mgmt.secret_member (
-    tenant_id   text NOT NULL REFERENCES secret_mgmt.secret_tenant ON DELETE CASCADE,
+    tenant_id   text COLLATE "C" NOT NULL REFERENCES secret_mgmt.secret_tenant ON DELETE CASCADE,
     member      regrole NOT NULL,
     is_admin    boolean NOT NULL DEFAULT false,
     added_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -61,7 +61,7 @@ CREATE TABLE secret_mgmt.secret_member (
 -- names the root key that wrapped them, so a server started with another
 -- root key can say so instead of failing obscurely.
 CREATE TABLE secret_mgmt.secret_data_key (
-    tenant_id   text NOT NULL REFERENCES secret_mgmt.secret_tenant ON DELETE CASCADE,
+    tenant_id   text COLLATE "C" NOT NULL REFERENCES secret_mgmt.secret_tenant ON DELETE CASCADE,
     key_id      integer NOT NULL CHECK (key_id OPERATOR(pg_catalog.>) 0),
     kek_id      text NOT NULL,
     wrapped     bytea NOT NULL,
@@ -77,15 +77,17 @@ CREATE UNIQUE INDEX secret_data_key_one_active
     WHERE state OPERATOR(pg_catalog.=) 'active';
 
 -- Secret metadata.  scope_id is '' where the scope has none (organization,
--- global), so that the unique key holds without NULL loopholes.
+-- global), so that the unique key holds without NULL loopholes.  Key text
+-- columns compare bytes (COLLATE "C"): paths are case-sensitive and exact,
+-- whatever the database's locale.
 CREATE TABLE secret_mgmt.secret_item (
-    tenant_id       text NOT NULL REFERENCES secret_mgmt.secret_tenant,
+    tenant_id       text COLLATE "C" NOT NULL REFERENCES secret_mgmt.secret_tenant,
     secret_id       uuid NOT NULL,
-    path            text NOT NULL,
-    scope           text NOT NULL DEFAULT 'organization'
+    path            text COLLATE "C" NOT NULL,
+    scope           text COLLATE "C" NOT NULL DEFAULT 'organization'
                     CHECK (scope OPERATOR(pg_catalog.=) ANY
                            (ARRAY['global', 'organization', 'team', 'project', 'user'])),
-    scope_id        text NOT NULL DEFAULT '',
+    scope_id        text COLLATE "C" NOT NULL DEFAULT '',
     type            text NOT NULL DEFAULT 'generic',
     description     text,
     tags            jsonb NOT NULL DEFAULT '{}',
@@ -94,6 +96,8 @@ CREATE TABLE secret_mgmt.secret_item (
     rotation_period interval,
     generator       text,
     last_version    integer NOT NULL DEFAULT 0,
+    current_version integer NOT NULL DEFAULT 1
+                    CHECK (current_version OPERATOR(pg_catalog.>) 0),
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_by      text NOT NULL,
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -101,14 +105,14 @@ CREATE TABLE secret_mgmt.secret_item (
     deleted_at      timestamptz,
     deleted_by      text,
     PRIMARY KEY (tenant_id, secret_id),
-    UNIQUE (tenant_id, path, scope, scope_id)
+    CONSTRAINT secret_item_path_key UNIQUE (tenant_id, path, scope, scope_id)
 );
 
 -- Immutable encrypted versions.  The envelope is the only place a value
 -- lives; the CHECK refuses anything that is not an envelope of ours, so no
 -- write path (COPY, restore, a careless INSERT) can store a plain value.
 CREATE TABLE secret_mgmt.secret_version (
-    tenant_id    text NOT NULL,
+    tenant_id    text COLLATE "C" NOT NULL,
     secret_id    uuid NOT NULL,
     version      integer NOT NULL CHECK (version OPERATOR(pg_catalog.>) 0),
     state        text NOT NULL DEFAULT 'enabled'
@@ -137,12 +141,14 @@ CREATE UNIQUE INDEX secret_version_nonce_unique
        (tenant_id, key_id, pg_catalog.substr(envelope, 7, 12))
     WHERE envelope IS NOT NULL;
 
--- Labels (staging labels / aliases): each names exactly one version.
+-- Labels (staging labels / aliases): each names exactly one version.  The
+-- "current" label is secret_item.current_version and nowhere else.
 CREATE TABLE secret_mgmt.secret_label (
-    tenant_id  text NOT NULL,
+    tenant_id  text COLLATE "C" NOT NULL,
     secret_id  uuid NOT NULL,
-    label      text NOT NULL
-               CHECK (label OPERATOR(pg_catalog.~) '^[A-Za-z][A-Za-z0-9._-]{0,63}$'),
+    label      text COLLATE "C" NOT NULL
+               CHECK (label OPERATOR(pg_catalog.~) '^[A-Za-z][A-Za-z0-9._-]{0,63}$'
+                      AND label OPERATOR(pg_catalog.<>) 'current'),
     version    integer NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (tenant_id, secret_id, label),

@@ -116,24 +116,39 @@ SELECT pg_temp.heal();
 SELECT try($$UPDATE secret_mgmt.secret_version SET envelope = convert_to('plain secret', 'UTF8')
               WHERE tenant_id = 'acme' AND secret_id = pg_temp.sid('acme', 't/one')$$);
 
--- the wrapped data key: a flipped bit, or a forged root key id
-CREATE TEMP TABLE saved_keys AS SELECT * FROM secret_mgmt.secret_data_key;
+-- the wrapped data key: a flipped bit, another tenant's key, a forged root
+-- key id.  A backend that already unwrapped a data key keeps it for
+-- secret_mgmt.cache_ttl; the stored form is judged at the next unwrap, so
+-- each case runs in a fresh session.
+CREATE TABLE public.saved_keys AS SELECT * FROM secret_mgmt.secret_data_key;
+CREATE FUNCTION public.heal_keys() RETURNS void LANGUAGE sql AS $$
+  UPDATE secret_mgmt.secret_data_key d SET wrapped = s.wrapped, kek_id = s.kek_id
+    FROM public.saved_keys s
+   WHERE d.tenant_id = s.tenant_id AND d.key_id = s.key_id
+$$;
 UPDATE secret_mgmt.secret_data_key SET wrapped = set_byte(wrapped, 20, get_byte(wrapped, 20) # 1)
  WHERE tenant_id = 'acme';
+\c
+\set VERBOSITY terse
+SELECT secret_mgmt.secret_use_tenant('acme');
 SELECT try($$SELECT secret_mgmt.secret_resolve('t/one')$$);
 SELECT try($$SELECT secret_mgmt.secret_update('t/one', 'never written')$$);
-UPDATE secret_mgmt.secret_data_key d SET wrapped = s.wrapped FROM saved_keys s
- WHERE d.tenant_id = s.tenant_id AND d.key_id = s.key_id;
--- another tenant's wrapped key in our row
-UPDATE secret_mgmt.secret_data_key SET wrapped = (SELECT wrapped FROM saved_keys WHERE tenant_id = 'globex' LIMIT 1)
+SELECT public.heal_keys();
+UPDATE secret_mgmt.secret_data_key SET wrapped = (SELECT wrapped FROM public.saved_keys WHERE tenant_id = 'globex' LIMIT 1)
  WHERE tenant_id = 'acme';
+\c
+\set VERBOSITY terse
+SELECT secret_mgmt.secret_use_tenant('acme');
 SELECT try($$SELECT secret_mgmt.secret_resolve('t/one')$$);
-UPDATE secret_mgmt.secret_data_key d SET wrapped = s.wrapped FROM saved_keys s
- WHERE d.tenant_id = s.tenant_id AND d.key_id = s.key_id;
+SELECT public.heal_keys();
 UPDATE secret_mgmt.secret_data_key SET kek_id = '0000000000000000' WHERE tenant_id = 'acme';
+\c
+\set VERBOSITY terse
+SELECT secret_mgmt.secret_use_tenant('acme');
 SELECT try($$SELECT secret_mgmt.secret_resolve('t/one')$$);
-UPDATE secret_mgmt.secret_data_key d SET kek_id = s.kek_id FROM saved_keys s
- WHERE d.tenant_id = s.tenant_id AND d.key_id = s.key_id;
+SELECT public.heal_keys();
+DROP FUNCTION public.heal_keys();
+DROP TABLE public.saved_keys;
 
 -- healed, everything reads again
 SELECT secret_mgmt.secret_resolve('t/one'), secret_mgmt.secret_resolve('t/two', 1),

@@ -252,13 +252,13 @@ sm_envelope_key_id(const bytea *envelope)
 }
 
 /*
- * Authenticate and decrypt an envelope.  The plaintext comes back in a
- * secure allocation in CurrentMemoryContext.  Any mismatch -- framing, key
- * id, associated data or tag -- raises SM005 and yields nothing.
+ * Authenticate and decrypt an envelope, or return NULL when it does not
+ * authenticate under `dek`.  Malformed framing is an error either way.  The
+ * plaintext comes back in a secure allocation in CurrentMemoryContext.
  */
 uint8 *
-sm_envelope_open(const uint8 *dek, const SmValueAad *aad,
-				 const bytea *envelope, size_t *plain_len)
+sm_envelope_try_open(const uint8 *dek, const SmValueAad *aad,
+					 const bytea *envelope, size_t *plain_len)
 {
 	const uint8 *p = (const uint8 *) VARDATA_ANY(envelope);
 	StringInfoData aadbuf;
@@ -283,10 +283,25 @@ sm_envelope_open(const uint8 *dek, const SmValueAad *aad,
 						p + SM_ENVELOPE_HEADER + n, plain);
 	pfree(aadbuf.data);
 	if (!ok)
+		return NULL;
+	*plain_len = n;
+	return plain;
+}
+
+/*
+ * Authenticate and decrypt an envelope.  Any mismatch -- framing, key id,
+ * associated data or tag -- raises SM005 and yields nothing.
+ */
+uint8 *
+sm_envelope_open(const uint8 *dek, const SmValueAad *aad,
+				 const bytea *envelope, size_t *plain_len)
+{
+	uint8	   *plain = sm_envelope_try_open(dek, aad, envelope, plain_len);
+
+	if (plain == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_INTEGRITY),
 				 errmsg("secret value failed its integrity check"),
 				 errdetail("The ciphertext does not authenticate for this tenant, secret and version; it was altered or moved.")));
-	*plain_len = n;
 	return plain;
 }

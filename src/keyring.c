@@ -59,7 +59,7 @@ typedef struct KeyVault
 } KeyVault;
 
 static KeyVault *vault = NULL;
-static pid_t vault_locked_pid = 0;
+static int	vault_locked_pid = 0;
 static bool root_loaded = false;
 static char root_error[256] = "secret_mgmt.key_file and secret_mgmt.key_command are both unset.";
 static char kek_id[17];
@@ -91,12 +91,12 @@ vault_map(void)
 static void
 vault_lock(void)
 {
-	if (vault == NULL || vault_locked_pid == getpid())
+	if (vault == NULL || vault_locked_pid == MyProcPid)
 		return;
 	if (mlock(vault, sizeof(KeyVault)) != 0)
 		ereport(DEBUG1,
 				(errmsg_internal("secret_mgmt: could not lock key memory: %m")));
-	vault_locked_pid = getpid();
+	vault_locked_pid = MyProcPid;
 }
 
 static int
@@ -377,6 +377,7 @@ cache_claim(const char *tenant, int32 key_id, const uint8 *wrapped)
 	int			i;
 	DekSlot    *slot;
 
+	sm_dek_evict(tenant, key_id);
 	for (i = 0; i < DEK_CACHE_SLOTS; i++)
 		if (!dek_slots[i].used)
 			break;
@@ -393,6 +394,51 @@ cache_claim(const char *tenant, int32 key_id, const uint8 *wrapped)
 	memcpy(slot->wrapped, wrapped, SM_WRAPPED_DEK_LEN);
 	slot->loaded_at = GetCurrentTimestamp();
 	return vault->dek[i];
+}
+
+/*
+ * The data key (tenant, key_id) if this backend holds it unexpired, without
+ * reading its row; NULL otherwise.  Callers must let AES-GCM judge it (a
+ * tenant's keys could have been replaced) and fall back to
+ * sm_dek_for_decrypt() after sm_dek_evict() when it does not authenticate.
+ */
+const uint8 *
+sm_dek_cached(const char *tenant, int32 key_id)
+{
+	TimestampTz now;
+
+	if (!root_loaded)
+		return NULL;
+	now = GetCurrentTimestamp();
+	for (int i = 0; i < DEK_CACHE_SLOTS; i++)
+	{
+		DekSlot    *slot = &dek_slots[i];
+
+		if (slot->used && slot->key_id == key_id && strcmp(slot->tenant, tenant) == 0)
+		{
+			if (TimestampDifferenceExceeds(slot->loaded_at, now, sm_cache_ttl * 1000))
+				break;
+			vault_lock();
+			return vault->dek[i];
+		}
+	}
+	return NULL;
+}
+
+/* Drop (tenant, key_id) from this backend's cache, wiping it. */
+void
+sm_dek_evict(const char *tenant, int32 key_id)
+{
+	for (int i = 0; i < DEK_CACHE_SLOTS; i++)
+	{
+		DekSlot    *slot = &dek_slots[i];
+
+		if (slot->used && slot->key_id == key_id && strcmp(slot->tenant, tenant) == 0)
+		{
+			OPENSSL_cleanse(vault->dek[i], SM_KEY_LEN);
+			slot->used = false;
+		}
+	}
 }
 
 /*

@@ -53,16 +53,26 @@ extension_table_owner(void)
 	return owner;
 }
 
+/*
+ * Begin an API call that needs no SPI (the read path): note the caller and
+ * where results go.
+ */
+void
+sm_session_init(SmSession *session)
+{
+	sm_check_preloaded();
+	session->caller_cxt = CurrentMemoryContext;
+	GetUserIdAndSecContext(&session->save_userid, &session->save_sec_context);
+	session->caller = session->save_userid;
+}
+
 /* Begin an API call: connect SPI and become the extension owner. */
 void
 sm_enter(SmSession *session)
 {
 	Oid			owner;
 
-	sm_check_preloaded();
-	session->caller_cxt = CurrentMemoryContext;
-	GetUserIdAndSecContext(&session->save_userid, &session->save_sec_context);
-	session->caller = session->save_userid;
+	sm_session_init(session);
 	owner = extension_table_owner();
 
 	if (SPI_connect() != SPI_OK_CONNECT)

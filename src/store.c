@@ -28,6 +28,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "keyring.h"
+#include "lookup.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "tenant.h"
@@ -317,35 +318,43 @@ set_label(const SmCaller *c, const pg_uuid_t *id, const char *label, int32 versi
 	sm_exec(&stmt, args, NULL, 0);
 }
 
-/* The version a label points at, or 0. */
+/* The current version of a secret (secret_item.current_version). */
 static int32
-label_version(const SmCaller *c, const pg_uuid_t *id, const char *label)
+current_version(const SmCaller *c, const pg_uuid_t *id)
 {
 	static SmStmt stmt = {
-		"SELECT version FROM secret_mgmt.secret_label"
-		" WHERE tenant_id OPERATOR(pg_catalog.=) $1 AND secret_id OPERATOR(pg_catalog.=) $2"
-		"   AND label OPERATOR(pg_catalog.=) $3",
-		3, {TEXTOID, UUIDOID, TEXTOID}
+		"SELECT current_version FROM secret_mgmt.secret_item"
+		" WHERE tenant_id OPERATOR(pg_catalog.=) $1 AND secret_id OPERATOR(pg_catalog.=) $2",
+		2, {TEXTOID, UUIDOID}
 	};
-	Datum		args[3];
+	Datum		args[2];
 
 	args[0] = CStringGetTextDatum(c->tenant);
 	args[1] = UUIDPGetDatum(id);
-	args[2] = CStringGetTextDatum(label);
-	return sm_exec(&stmt, args, NULL, 1) == 1 ? sm_col_int32(0, 1) : 0;
+	if (sm_exec(&stmt, args, NULL, 1) != 1)
+		elog(ERROR, "secret vanished while locked");
+	return sm_col_int32(0, 1);
 }
 
 /* Make `version` current; the old current becomes previous. */
 static void
 promote(const SmCaller *c, const pg_uuid_t *id, int32 version)
 {
-	int32		old = label_version(c, id, "current");
+	static SmStmt stmt = {
+		"UPDATE secret_mgmt.secret_item SET current_version = $3"
+		" WHERE tenant_id OPERATOR(pg_catalog.=) $1 AND secret_id OPERATOR(pg_catalog.=) $2",
+		3, {TEXTOID, UUIDOID, INT4OID}
+	};
+	int32		old = current_version(c, id);
+	Datum		args[3];
 
 	if (old == version)
 		return;
-	if (old > 0)
-		set_label(c, id, "previous", old);
-	set_label(c, id, "current", version);
+	set_label(c, id, "previous", old);
+	args[0] = CStringGetTextDatum(c->tenant);
+	args[1] = UUIDPGetDatum(id);
+	args[2] = Int32GetDatum(version);
+	sm_exec(&stmt, args, NULL, 0);
 }
 
 /*
@@ -439,47 +448,24 @@ open_row_value(const SmCaller *c, const pg_uuid_t *id, int32 version,
 /*
  * The core of every resolve: the plaintext of the selected version, in a
  * secure allocation in the caller's memory context.  Argument 1, when
- * present, is a version number (integer) or a label (text).
+ * present, is a version number (integer) or a label (text).  This is the
+ * hot path: it reads through direct index lookups (lookup.c), not SPI.
  */
 static uint8 *
 resolve_value(FunctionCallInfo fcinfo, size_t *len)
 {
-	static SmStmt stmt = {
-		"SELECT i.secret_id, v.version, v.state, v.envelope, v.key_id,"
-		"       d.wrapped, d.kek_id,"
-		"       (i.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now() OR"
-		"        v.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now())"
-		"  FROM (SELECT secret_id, expires_at FROM secret_mgmt.secret_item"
-		"         WHERE tenant_id OPERATOR(pg_catalog.=) $1 AND path OPERATOR(pg_catalog.=) $2"
-		SCOPE_CHAIN
-		"           AND deleted_at IS NULL"
-		"         ORDER BY" SCOPE_RANK " LIMIT 1) i"
-		"  LEFT JOIN secret_mgmt.secret_label l"
-		"         ON l.tenant_id OPERATOR(pg_catalog.=) $1"
-		"        AND l.secret_id OPERATOR(pg_catalog.=) i.secret_id"
-		"        AND l.label OPERATOR(pg_catalog.=) $6"
-		"  LEFT JOIN secret_mgmt.secret_version v"
-		"         ON v.tenant_id OPERATOR(pg_catalog.=) $1"
-		"        AND v.secret_id OPERATOR(pg_catalog.=) i.secret_id"
-		"        AND v.version OPERATOR(pg_catalog.=) COALESCE($7, l.version)"
-		"  LEFT JOIN secret_mgmt.secret_data_key d"
-		"         ON d.tenant_id OPERATOR(pg_catalog.=) $1"
-		"        AND d.key_id OPERATOR(pg_catalog.=) v.key_id",
-		7, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID}
-	};
 	SmSession	session;
 	SmCaller	c;
+	SmContext	context;
+	SmResolved	r;
 	char	   *path = arg_path(fcinfo, 0);
 	char	   *label = "current";
 	bool		by_version = false;
 	int32		want_version = 0;
-	Datum		args[7];
-	char		nulls[7] = "       ";
-	pg_uuid_t	id;
-	int32		version;
-	char	   *state;
-	bool		isnull;
-	uint8	   *plain;
+	const uint8 *dek;
+	bytea	   *wrapped;
+	char	   *kek_id;
+	SmValueAad	aad;
 
 	if (PG_NARGS() > 1)
 	{
@@ -496,26 +482,16 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 			label = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	}
 
-	sm_enter(&session);
+	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, path);
-	args[0] = CStringGetTextDatum(c.tenant);
-	args[1] = CStringGetTextDatum(path);
-	bind_context(args, nulls, &c);
-	if (by_version)
-	{
-		nulls[5] = 'n';
-		args[5] = (Datum) 0;
-		args[6] = Int32GetDatum(want_version);
-	}
-	else
-	{
-		args[5] = CStringGetTextDatum(label);
-		nulls[6] = 'n';
-		args[6] = (Datum) 0;
-	}
-	if (sm_exec(&stmt, args, nulls, 1) == 0)
+	context.team = c.team;
+	context.project = c.project;
+	context.user = c.user;
+	sm_lookup_resolve(c.tenant, path, &context, label, by_version, want_version, &r);
+
+	if (!r.found_secret)
 		sm_report_not_found(path, NULL);
-	if (sm_col_isnull(0, 2))
+	if (!r.found_version)
 	{
 		if (by_version)
 			ereport(ERROR,
@@ -525,24 +501,42 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 				(errcode(ERRCODE_SM_NOT_FOUND),
 				 errmsg("label \"%s\" of secret \"%s\" not found", label, path)));
 	}
-	memcpy(&id, DatumGetUUIDP(sm_col(0, 1, &isnull)), sizeof(pg_uuid_t));
-	version = sm_col_int32(0, 2);
-	state = sm_col_text(0, 3);
-	if (strcmp(state, "enabled") != 0)
+	if (strcmp(r.state, "enabled") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_NOT_FOUND),
-				 errmsg("version %d of secret \"%s\" is %s", version, path, state),
-				 strcmp(state, "disabled") == 0 ?
+				 errmsg("version %d of secret \"%s\" is %s", r.version, path, r.state),
+				 strcmp(r.state, "disabled") == 0 ?
 				 errhint("Enable it with secret_mgmt.secret_version_enable().") : 0));
-	if (sm_col_bool(0, 8))
+	if (r.expired)
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_EXPIRED),
 				 errmsg("secret \"%s\" has expired", path),
 				 errhint("Move or clear the expiry with secret_mgmt.secret_set_expiry().")));
+	aad.tenant = c.tenant;
+	aad.secret_id = r.secret_id.data;
+	aad.version = r.version;
+	aad.key_id = r.key_id;
 
-	plain = open_row_value(&c, &id, version, 4, session.caller_cxt, len);
-	sm_leave(&session);
-	return plain;
+	/*
+	 * A data key this backend already unwrapped is used without reading its
+	 * row: the tag proves it right.  If it does not authenticate, the key
+	 * row is read and unwrapped afresh before the value is judged.
+	 */
+	if ((dek = sm_dek_cached(c.tenant, r.key_id)) != NULL)
+	{
+		uint8	   *plain = sm_envelope_try_open(dek, &aad, r.envelope, len);
+
+		if (plain != NULL)
+			return plain;
+		sm_dek_evict(c.tenant, r.key_id);
+	}
+	if (!sm_lookup_data_key(c.tenant, r.key_id, &wrapped, &kek_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_SM_INTEGRITY),
+				 errmsg("secret value failed its integrity check"),
+				 errdetail("Its data key is missing.")));
+	dek = sm_dek_for_decrypt(c.tenant, r.key_id, wrapped, kek_id);
+	return sm_envelope_open(dek, &aad, r.envelope, len);
 }
 
 /* SQL: secret_resolve(path [, version | label]) returns text */
@@ -729,7 +723,6 @@ create_secret(FunctionCallInfo fcinfo)
 				 errhint("Write a new version with secret_mgmt.secret_update().")));
 	}
 	insert_version(&c, &id, 1, value, len);
-	set_label(&c, &id, "current", 1);
 	sm_leave(&session);
 
 	PG_RETURN_UUID_P(memcpy(palloc(sizeof(pg_uuid_t)), &id, sizeof(pg_uuid_t)));
@@ -774,7 +767,7 @@ update_secret(FunctionCallInfo fcinfo)
 	/* Check-and-set against the version readers get, under the row lock. */
 	if (!PG_ARGISNULL(2))
 	{
-		int32		current = label_version(&c, &s.id, "current");
+		int32		current = current_version(&c, &s.id);
 
 		if (PG_GETARG_INT32(2) != current)
 			ereport(ERROR,
@@ -893,17 +886,21 @@ secret_versions(PG_FUNCTION_ARGS)
 {
 	static SmStmt stmt = {
 		"SELECT v.version, v.state,"
-		"       COALESCE(pg_catalog.array_agg(l.label ORDER BY l.label)"
-		"                FILTER (WHERE l.label IS NOT NULL), '{}'::pg_catalog.text[]),"
+		"       ARRAY(SELECT x FROM (SELECT 'current' COLLATE \"C\" AS x"
+		"                             WHERE v.version OPERATOR(pg_catalog.=) i.current_version"
+		"                            UNION ALL"
+		"                            SELECT l.label FROM secret_mgmt.secret_label l"
+		"                             WHERE l.tenant_id OPERATOR(pg_catalog.=) v.tenant_id"
+		"                               AND l.secret_id OPERATOR(pg_catalog.=) v.secret_id"
+		"                               AND l.version OPERATOR(pg_catalog.=) v.version) s"
+		"             ORDER BY x),"
 		"       v.created_at, v.created_by, v.expires_at"
 		"  FROM secret_mgmt.secret_version v"
-		"  LEFT JOIN secret_mgmt.secret_label l"
-		"         ON l.tenant_id OPERATOR(pg_catalog.=) v.tenant_id"
-		"        AND l.secret_id OPERATOR(pg_catalog.=) v.secret_id"
-		"        AND l.version OPERATOR(pg_catalog.=) v.version"
+		"  JOIN secret_mgmt.secret_item i"
+		"    ON i.tenant_id OPERATOR(pg_catalog.=) v.tenant_id"
+		"   AND i.secret_id OPERATOR(pg_catalog.=) v.secret_id"
 		" WHERE v.tenant_id OPERATOR(pg_catalog.=) $1"
 		"   AND v.secret_id OPERATOR(pg_catalog.=) $2"
-		" GROUP BY v.tenant_id, v.secret_id, v.version"
 		" ORDER BY v.version",
 		2, {TEXTOID, UUIDOID}
 	};
@@ -941,13 +938,9 @@ secret_list(PG_FUNCTION_ARGS)
 {
 	static SmStmt stmt = {
 		"SELECT i.path, i.scope, NULLIF(i.scope_id, ''), i.type, i.description,"
-		"       i.tags, i.backend, l.version, i.last_version, i.created_at,"
+		"       i.tags, i.backend, i.current_version, i.last_version, i.created_at,"
 		"       i.updated_at, i.expires_at, i.deleted_at"
 		"  FROM secret_mgmt.secret_item i"
-		"  LEFT JOIN secret_mgmt.secret_label l"
-		"         ON l.tenant_id OPERATOR(pg_catalog.=) i.tenant_id"
-		"        AND l.secret_id OPERATOR(pg_catalog.=) i.secret_id"
-		"        AND l.label OPERATOR(pg_catalog.=) 'current'"
 		" WHERE i.tenant_id OPERATOR(pg_catalog.=) $1"
 		"   AND pg_catalog.starts_with(i.path, $2)"
 		"   AND ($3 OR i.deleted_at IS NULL)"
@@ -1099,7 +1092,7 @@ change_version_state(FunctionCallInfo fcinfo, VersionAction action)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("version %d of secret \"%s\" is destroyed", version, path),
 				 errdetail("A destroyed version cannot be changed.")));
-	if (action != VERSION_ENABLE && label_version(&c, &s.id, "current") == version)
+	if (action != VERSION_ENABLE && current_version(&c, &s.id) == version)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("version %d is the current version of secret \"%s\"", version, path),

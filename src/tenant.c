@@ -18,6 +18,7 @@
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "lookup.h"
 #include "miscadmin.h"
 #include "tenant.h"
 #include "utils/acl.h"
@@ -38,17 +39,6 @@ static char *xact_tenant = NULL;
 static char *ctx_team = NULL;
 static char *ctx_project = NULL;
 static char *ctx_user = NULL;
-
-static SmStmt members_of = {
-	"SELECT tenant_id, member::pg_catalog.oid, is_admin"
-	"  FROM secret_mgmt.secret_member"
-	" WHERE $1 IS NULL OR tenant_id OPERATOR(pg_catalog.=) $1",
-	1, {TEXTOID}
-};
-static SmStmt tenant_exists = {
-	"SELECT 1 FROM secret_mgmt.secret_tenant WHERE tenant_id OPERATOR(pg_catalog.=) $1",
-	1, {TEXTOID}
-};
 
 /* Forget a transaction-local tenant selection at transaction end. */
 void
@@ -92,36 +82,26 @@ selected_tenant(void)
 
 /*
  * Membership of `role` in `tenant`: returns false when the role is not a
- * member.  Sets *is_admin.  Runs inside sm_enter().
+ * member.  Sets *is_admin.
  */
 static bool
 role_in_tenant(Oid role, const char *tenant, bool *is_admin)
 {
-	Datum		arg = CStringGetTextDatum(tenant);
-	int			n = sm_exec(&members_of, &arg, NULL, 0);
+	ListCell   *lc;
 	bool		member = false;
 
 	*is_admin = false;
-	for (int i = 0; i < n; i++)
+	foreach(lc, sm_lookup_members(tenant))
 	{
-		bool		isnull;
-		Oid			m = DatumGetObjectId(sm_col(i, 2, &isnull));
+		SmMembership *m = lfirst(lc);
 
-		if (has_privs_of_role(role, m))
+		if (has_privs_of_role(role, m->member))
 		{
 			member = true;
-			*is_admin |= sm_col_bool(i, 3);
+			*is_admin |= m->is_admin;
 		}
 	}
 	return member;
-}
-
-static bool
-tenant_row_exists(const char *tenant)
-{
-	Datum		arg = CStringGetTextDatum(tenant);
-
-	return sm_exec(&tenant_exists, &arg, NULL, 1) == 1;
 }
 
 /* The caller's name, for created_by and messages. */
@@ -163,7 +143,7 @@ sm_caller_resolve(SmSession *session, SmCaller *caller, const char *path)
 
 		if (caller->is_superuser)
 		{
-			ok = tenant_row_exists(chosen);
+			ok = sm_lookup_tenant_exists(chosen);
 			is_admin = true;
 		}
 		else
@@ -182,30 +162,26 @@ sm_caller_resolve(SmSession *session, SmCaller *caller, const char *path)
 
 	/* No tenant chosen: the role must belong to exactly one. */
 	{
-		Datum		arg = (Datum) 0;
-		char		nulls[1] = {'n'};
-		int			n = sm_exec(&members_of, &arg, nulls, 0);
+		ListCell   *lc;
 		char	   *found = NULL;
 		bool		found_admin = false;
 		int			ntenants = 0;
 
-		for (int i = 0; i < n; i++)
+		foreach(lc, caller->is_superuser ? NIL : sm_lookup_members(NULL))
 		{
-			bool		isnull;
-			char	   *t = sm_col_text(i, 1);
-			Oid			m = DatumGetObjectId(sm_col(i, 2, &isnull));
+			SmMembership *m = lfirst(lc);
 
-			if (caller->is_superuser || !has_privs_of_role(caller->roleid, m))
+			if (!has_privs_of_role(caller->roleid, m->member))
 				continue;
 			if (found == NULL)
 			{
-				found = t;
+				found = m->tenant;
 				ntenants = 1;
 			}
-			else if (strcmp(found, t) != 0)
+			else if (strcmp(found, m->tenant) != 0)
 				ntenants = 2;
-			if (strcmp(found, t) == 0)
-				found_admin |= sm_col_bool(i, 3);
+			if (strcmp(found, m->tenant) == 0)
+				found_admin |= m->is_admin;
 		}
 
 		if (caller->is_superuser || ntenants > 1)
@@ -266,7 +242,7 @@ require_tenant_admin(SmSession *session, const char *tenant)
 
 	if (superuser_arg(session->caller))
 	{
-		if (tenant_row_exists(tenant))
+		if (sm_lookup_tenant_exists(tenant))
 			return;
 	}
 	else if (role_in_tenant(session->caller, tenant, &is_admin) && is_admin)
@@ -467,7 +443,7 @@ secret_use_tenant(PG_FUNCTION_ARGS)
 
 	sm_enter(&session);
 	if (superuser_arg(session.caller))
-		ok = tenant_row_exists(tenant);
+		ok = sm_lookup_tenant_exists(tenant);
 	else
 		ok = role_in_tenant(session.caller, tenant, &is_admin);
 	if (!ok)

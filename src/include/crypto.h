@@ -59,6 +59,8 @@ extern bool sm_gcm_decrypt(const uint8 *key, const uint8 *nonce,
 
 extern bytea *sm_envelope_seal(const uint8 *dek, const SmValueAad *aad,
 							   const uint8 *plain, size_t plain_len);
+extern uint8 *sm_envelope_try_open(const uint8 *dek, const SmValueAad *aad,
+								   const bytea *envelope, size_t *plain_len);
 extern uint8 *sm_envelope_open(const uint8 *dek, const SmValueAad *aad,
 							   const bytea *envelope, size_t *plain_len);
 extern int32 sm_envelope_key_id(const bytea *envelope);

@@ -20,6 +20,8 @@ extern const char *sm_keyring_kek_id(void);
 extern void sm_keyring_forget(void);
 
 /* These run inside sm_enter() (query.h): they read and write key rows. */
+extern const uint8 *sm_dek_cached(const char *tenant, int32 key_id);
+extern void sm_dek_evict(const char *tenant, int32 key_id);
 extern const uint8 *sm_dek_for_encrypt(const char *tenant, int32 *key_id);
 extern const uint8 *sm_dek_for_decrypt(const char *tenant, int32 key_id,
 									   const bytea *wrapped, const char *kek_id);

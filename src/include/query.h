@@ -41,6 +41,7 @@ typedef struct SmSession
 	MemoryContext caller_cxt;	/* where results must be built */
 } SmSession;
 
+extern void sm_session_init(SmSession *session);
 extern void sm_enter(SmSession *session);
 extern void sm_leave(SmSession *session);
 extern int	sm_exec(SmStmt *stmt, Datum *values, const char *nulls, long tcount);

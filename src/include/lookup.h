@@ -1,0 +1,54 @@
+/*-------------------------------------------------------------------------
+ *
+ * lookup.h
+ *		Direct index lookups on the extension's tables, for the read path.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SECRET_MGMT_LOOKUP_H
+#define SECRET_MGMT_LOOKUP_H
+
+#include "secret_mgmt.h"
+
+#include "nodes/pg_list.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* One row of secret_member. */
+typedef struct SmMembership
+{
+	char	   *tenant;
+	Oid			member;
+	bool		is_admin;
+} SmMembership;
+
+/* The resolution context: scope ids searched before the organization. */
+typedef struct SmContext
+{
+	const char *team;
+	const char *project;
+	const char *user;
+} SmContext;
+
+/* What resolving a path found; fields are valid as far as the flags say. */
+typedef struct SmResolved
+{
+	bool		found_secret;
+	pg_uuid_t	secret_id;
+	bool		found_version;
+	int32		version;
+	char	   *state;
+	bool		expired;
+	bytea	   *envelope;		/* NULL once destroyed */
+	int32		key_id;
+} SmResolved;
+
+extern List *sm_lookup_members(const char *tenant);
+extern bool sm_lookup_tenant_exists(const char *tenant);
+extern void sm_lookup_resolve(const char *tenant, const char *path,
+							  const SmContext *context, const char *label,
+							  bool by_version, int32 version, SmResolved *out);
+extern bool sm_lookup_data_key(const char *tenant, int32 key_id,
+							   bytea **wrapped, char **kek_id);
+
+#endif							/* SECRET_MGMT_LOOKUP_H */

@@ -1,0 +1,394 @@
+/*-------------------------------------------------------------------------
+ *
+ * lookup.c
+ *		Direct index lookups on the extension's tables, for the read path.
+ *
+ * Resolving a secret is the hot path: an application may do it on every
+ * request.  Planning-free SPI still pays executor start-up for every
+ * statement, so reads use the tables' unique indexes directly, the way
+ * PostgreSQL reads its own catalogs: systable_beginscan() with equality
+ * keys and a fresh snapshot taken exactly as SPI would take one for a
+ * volatile function's statement (command counter advanced, transaction
+ * snapshot), so a read sees what the transaction wrote before it and, in
+ * READ COMMITTED, everything committed before it started.  Membership
+ * checks of every API function go through here too.
+ *
+ * Nothing here checks privileges or row-level security: like the rest of
+ * the API it runs on the caller's behalf after the caller was identified,
+ * and every lookup names the tenant.  Text key columns are COLLATE "C", so
+ * scan keys built with ScanKeyInit() (C collation) match the indexes.
+ *
+ * Relation, index and attribute numbers are looked up by name once per
+ * backend and forgotten on any relation cache invalidation.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "lookup.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+/* The tables read here, with the unique index each is probed through. */
+typedef enum SmRelId
+{
+	REL_TENANT,
+	REL_MEMBER,
+	REL_DATA_KEY,
+	REL_ITEM,
+	REL_VERSION,
+	REL_LABEL,
+	NUM_RELS
+} SmRelId;
+
+static const char *const rel_names[NUM_RELS][2] = {
+	{"secret_tenant", "secret_tenant_pkey"},
+	{"secret_member", "secret_member_pkey"},
+	{"secret_data_key", "secret_data_key_pkey"},
+	{"secret_item", "secret_item_path_key"},
+	{"secret_version", "secret_version_pkey"},
+	{"secret_label", "secret_label_pkey"},
+};
+
+/* Columns used here, by table. */
+typedef enum SmColId
+{
+	T_TENANT,
+	M_TENANT, M_MEMBER, M_ADMIN,
+	D_TENANT, D_KEY_ID, D_KEK_ID, D_WRAPPED,
+	I_TENANT, I_PATH, I_ID, I_SCOPE, I_SCOPE_ID, I_EXPIRES, I_DELETED, I_CURRENT,
+	V_TENANT, V_ID, V_VERSION, V_STATE, V_KEY_ID, V_ENVELOPE, V_EXPIRES,
+	L_TENANT, L_ID, L_LABEL, L_VERSION,
+	NUM_COLS
+} SmColId;
+
+static const struct
+{
+	SmRelId		rel;
+	const char *name;
+}			col_names[NUM_COLS] = {
+	{REL_TENANT, "tenant_id"},
+	{REL_MEMBER, "tenant_id"}, {REL_MEMBER, "member"}, {REL_MEMBER, "is_admin"},
+	{REL_DATA_KEY, "tenant_id"}, {REL_DATA_KEY, "key_id"},
+	{REL_DATA_KEY, "kek_id"}, {REL_DATA_KEY, "wrapped"},
+	{REL_ITEM, "tenant_id"}, {REL_ITEM, "path"}, {REL_ITEM, "secret_id"},
+	{REL_ITEM, "scope"}, {REL_ITEM, "scope_id"}, {REL_ITEM, "expires_at"},
+	{REL_ITEM, "deleted_at"}, {REL_ITEM, "current_version"},
+	{REL_VERSION, "tenant_id"}, {REL_VERSION, "secret_id"}, {REL_VERSION, "version"},
+	{REL_VERSION, "state"}, {REL_VERSION, "key_id"}, {REL_VERSION, "envelope"},
+	{REL_VERSION, "expires_at"},
+	{REL_LABEL, "tenant_id"}, {REL_LABEL, "secret_id"}, {REL_LABEL, "label"},
+	{REL_LABEL, "version"},
+};
+
+static bool cache_valid = false;
+static bool callback_registered = false;
+static Oid	rel_oid[NUM_RELS];
+static Oid	index_oid[NUM_RELS];
+static AttrNumber attno[NUM_COLS];
+
+/* Forget the cache when one of our relations changes (or all do). */
+static void
+invalidate_cache(Datum arg, Oid relid)
+{
+	for (int i = 0; i < NUM_RELS && cache_valid; i++)
+		if (!OidIsValid(relid) || relid == rel_oid[i] || relid == index_oid[i])
+			cache_valid = false;
+}
+
+/* Look up (once) the relations, indexes and columns used here. */
+static void
+load_cache(void)
+{
+	Oid			nsp;
+
+	if (cache_valid)
+		return;
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(invalidate_cache, (Datum) 0);
+		callback_registered = true;
+	}
+	nsp = get_namespace_oid("secret_mgmt", true);
+	for (int i = 0; i < NUM_RELS; i++)
+	{
+		rel_oid[i] = OidIsValid(nsp) ? get_relname_relid(rel_names[i][0], nsp) : InvalidOid;
+		index_oid[i] = OidIsValid(nsp) ? get_relname_relid(rel_names[i][1], nsp) : InvalidOid;
+		if (!OidIsValid(rel_oid[i]) || !OidIsValid(index_oid[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("extension \"secret_mgmt\" is not installed in this database"),
+					 errhint("Run CREATE EXTENSION secret_mgmt as a superuser.")));
+	}
+	for (int i = 0; i < NUM_COLS; i++)
+	{
+		attno[i] = get_attnum(rel_oid[col_names[i].rel], col_names[i].name);
+		if (attno[i] == InvalidAttrNumber)
+			elog(ERROR, "column \"%s\" of \"%s\" not found",
+				 col_names[i].name, rel_names[col_names[i].rel][0]);
+	}
+	cache_valid = true;
+}
+
+/* A snapshot as SPI would take for a volatile function's statement. */
+static Snapshot
+read_snapshot(void)
+{
+	CommandCounterIncrement();
+	return RegisterSnapshot(GetTransactionSnapshot());
+}
+
+/* An open scan of one table through its unique index (or sequentially). */
+typedef struct SmScan
+{
+	Relation	heap;
+	SysScanDesc scan;
+} SmScan;
+
+static void
+scan_begin(SmScan *s, SmRelId rel, bool use_index, Snapshot snap,
+		   int nkeys, ScanKey keys)
+{
+	s->heap = table_open(rel_oid[rel], AccessShareLock);
+	s->scan = systable_beginscan(s->heap, index_oid[rel], use_index, snap, nkeys, keys);
+}
+
+/* End a scan; like the executor, keep the lock until transaction end. */
+static void
+scan_end(SmScan *s)
+{
+	systable_endscan(s->scan);
+	table_close(s->heap, NoLock);
+}
+
+static Datum
+get(SmScan *s, HeapTuple tup, SmColId col, bool *isnull)
+{
+	return heap_getattr(tup, attno[col], RelationGetDescr(s->heap), isnull);
+}
+
+static char *
+get_text(SmScan *s, HeapTuple tup, SmColId col)
+{
+	bool		isnull;
+	Datum		d = get(s, tup, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+static void
+key_text(ScanKey key, SmColId col, const char *value)
+{
+	ScanKeyInit(key, attno[col], BTEqualStrategyNumber, F_TEXTEQ,
+				CStringGetTextDatum(value));
+}
+
+/*
+ * Membership rows of one tenant, or of every tenant when `tenant` is NULL,
+ * as a List of SmMembership.
+ */
+List *
+sm_lookup_members(const char *tenant)
+{
+	Snapshot	snap;
+	SmScan		s;
+	ScanKeyData key;
+	HeapTuple	tup;
+	List	   *result = NIL;
+
+	load_cache();
+	snap = read_snapshot();
+	if (tenant)
+		key_text(&key, M_TENANT, tenant);
+	scan_begin(&s, REL_MEMBER, true, snap, tenant ? 1 : 0, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(s.scan)))
+	{
+		SmMembership *m = palloc(sizeof(SmMembership));
+		bool		isnull;
+
+		m->tenant = get_text(&s, tup, M_TENANT);
+		m->member = DatumGetObjectId(get(&s, tup, M_MEMBER, &isnull));
+		m->is_admin = DatumGetBool(get(&s, tup, M_ADMIN, &isnull));
+		result = lappend(result, m);
+	}
+	scan_end(&s);
+	UnregisterSnapshot(snap);
+	return result;
+}
+
+bool
+sm_lookup_tenant_exists(const char *tenant)
+{
+	Snapshot	snap;
+	SmScan		s;
+	ScanKeyData key;
+	bool		found;
+
+	load_cache();
+	snap = read_snapshot();
+	key_text(&key, T_TENANT, tenant);
+	scan_begin(&s, REL_TENANT, true, snap, 1, &key);
+	found = HeapTupleIsValid(systable_getnext(s.scan));
+	scan_end(&s);
+	UnregisterSnapshot(snap);
+	return found;
+}
+
+/* Rank of a scope in the resolution order (lower wins), or 0: not in context. */
+static int
+scope_rank(const char *scope, const char *scope_id, const SmContext *context)
+{
+	if (strcmp(scope, "user") == 0)
+		return (context->user && strcmp(scope_id, context->user) == 0) ? 1 : 0;
+	if (strcmp(scope, "project") == 0)
+		return (context->project && strcmp(scope_id, context->project) == 0) ? 2 : 0;
+	if (strcmp(scope, "team") == 0)
+		return (context->team && strcmp(scope_id, context->team) == 0) ? 3 : 0;
+	if (strcmp(scope, "organization") == 0)
+		return 4;
+	return 5;					/* global */
+}
+
+/*
+ * Find the live secret at `path` that the context selects, then the
+ * version named by `label` (or `version` when by_version) and its
+ * envelope.  "current" is read from the secret's own row, other labels
+ * from secret_label.  Expiry of the secret or the version is judged by the
+ * clock, not the transaction start.
+ */
+void
+sm_lookup_resolve(const char *tenant, const char *path, const SmContext *context,
+				  const char *label, bool by_version, int32 version,
+				  SmResolved *out)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Snapshot	snap;
+	SmScan		s;
+	ScanKeyData keys[3];
+	HeapTuple	tup;
+	int			best_rank = INT_MAX;
+	int32		current = 0;
+	bool		isnull;
+	Datum		d;
+
+	memset(out, 0, sizeof(*out));
+	load_cache();
+	snap = read_snapshot();
+
+	/* The secret: the most specific live match of the context. */
+	key_text(&keys[0], I_TENANT, tenant);
+	key_text(&keys[1], I_PATH, path);
+	scan_begin(&s, REL_ITEM, true, snap, 2, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(s.scan)))
+	{
+		int			rank;
+		char	   *scope;
+		char	   *scope_id;
+
+		(void) get(&s, tup, I_DELETED, &isnull);
+		if (!isnull)
+			continue;
+		scope = get_text(&s, tup, I_SCOPE);
+		scope_id = get_text(&s, tup, I_SCOPE_ID);
+		rank = scope_rank(scope, scope_id, context);
+		if (rank == 0 || rank >= best_rank)
+			continue;
+		best_rank = rank;
+		out->found_secret = true;
+		memcpy(&out->secret_id, DatumGetUUIDP(get(&s, tup, I_ID, &isnull)),
+			   sizeof(pg_uuid_t));
+		d = get(&s, tup, I_EXPIRES, &isnull);
+		out->expired = !isnull && DatumGetTimestampTz(d) <= now;
+		current = DatumGetInt32(get(&s, tup, I_CURRENT, &isnull));
+	}
+	scan_end(&s);
+	if (!by_version && strcmp(label, "current") == 0)
+	{
+		version = current;
+		by_version = true;
+	}
+
+	/* The version number, through the label unless given. */
+	if (out->found_secret && !by_version)
+	{
+		key_text(&keys[0], L_TENANT, tenant);
+		ScanKeyInit(&keys[1], attno[L_ID], BTEqualStrategyNumber, F_UUID_EQ,
+					UUIDPGetDatum(&out->secret_id));
+		key_text(&keys[2], L_LABEL, label);
+		scan_begin(&s, REL_LABEL, true, snap, 3, keys);
+		if (HeapTupleIsValid(tup = systable_getnext(s.scan)))
+		{
+			version = DatumGetInt32(get(&s, tup, L_VERSION, &isnull));
+			by_version = true;
+		}
+		scan_end(&s);
+	}
+
+	/* The version row. */
+	if (out->found_secret && by_version)
+	{
+		key_text(&keys[0], V_TENANT, tenant);
+		ScanKeyInit(&keys[1], attno[V_ID], BTEqualStrategyNumber, F_UUID_EQ,
+					UUIDPGetDatum(&out->secret_id));
+		ScanKeyInit(&keys[2], attno[V_VERSION], BTEqualStrategyNumber, F_INT4EQ,
+					Int32GetDatum(version));
+		scan_begin(&s, REL_VERSION, true, snap, 3, keys);
+		if (HeapTupleIsValid(tup = systable_getnext(s.scan)))
+		{
+			out->found_version = true;
+			out->version = version;
+			out->state = get_text(&s, tup, V_STATE);
+			d = get(&s, tup, V_EXPIRES, &isnull);
+			out->expired |= !isnull && DatumGetTimestampTz(d) <= now;
+			d = get(&s, tup, V_KEY_ID, &isnull);
+			out->key_id = isnull ? 0 : DatumGetInt32(d);
+			d = get(&s, tup, V_ENVELOPE, &isnull);
+			/* A copy, fetched from TOAST while the snapshot is held. */
+			out->envelope = isnull ? NULL : DatumGetByteaPCopy(d);
+		}
+		scan_end(&s);
+	}
+
+	UnregisterSnapshot(snap);
+}
+
+/* The wrapped form of data key (tenant, key_id) and its root key id. */
+bool
+sm_lookup_data_key(const char *tenant, int32 key_id, bytea **wrapped, char **kek_id)
+{
+	Snapshot	snap;
+	SmScan		s;
+	ScanKeyData keys[2];
+	HeapTuple	tup;
+	bool		found;
+
+	load_cache();
+	snap = read_snapshot();
+	key_text(&keys[0], D_TENANT, tenant);
+	ScanKeyInit(&keys[1], attno[D_KEY_ID], BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(key_id));
+	scan_begin(&s, REL_DATA_KEY, true, snap, 2, keys);
+	found = HeapTupleIsValid(tup = systable_getnext(s.scan));
+	if (found)
+	{
+		bool		isnull;
+
+		*wrapped = DatumGetByteaPCopy(get(&s, tup, D_WRAPPED, &isnull));
+		*kek_id = get_text(&s, tup, D_KEK_ID);
+	}
+	scan_end(&s);
+	UnregisterSnapshot(snap);
+	return found;
+}
