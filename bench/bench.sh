@@ -25,14 +25,17 @@
 #    It then checks, on a random sample, that all three give the same value.
 # 4. Runs pgbench -M prepared -c 2 -j 2 as bench_app (not a superuser; it
 #    has SELECT on the two plain tables) on each of bench/resolve.sql,
-#    bench/plain.sql and bench/pgcrypto.sql: a short warm-up, then
-#    BENCH_SECONDS (default 20) seconds each, reading random paths.
-# 5. Prints the machine, the PostgreSQL version, and a table of TPS, mean
-#    latency and the latency ratio to the plain SELECT.  The raw pgbench
-#    output is kept in .bench/*.log.  The cluster is stopped at the end, and
+#    bench/plain.sql and bench/pgcrypto.sql: a short warm-up each, then
+#    BENCH_ROUNDS (default 2) rounds that run every workload for
+#    BENCH_SECONDS (default 15) seconds, interleaved, reading random paths.
+# 5. Prints the machine, the PostgreSQL version, and a table of mean TPS,
+#    mean latency, and TPS as a ratio of the plain SELECT's and of
+#    pgp_sym_decrypt's, with the targets (>= 0.70x plain, >= 3x pgcrypto)
+#    marked met or not.  The raw pgbench output is kept in .bench/*.log.  The cluster is stopped at the end, and
 #    on failure; its data directory stays until the next run replaces it.
 #
-# Environment: BENCH_SECONDS (default 20), BENCH_WARMUP (seconds, default 3),
+# Environment: BENCH_SECONDS (default 15), BENCH_ROUNDS (default 2),
+# BENCH_WARMUP (seconds, default 3),
 # BENCH_PORT (default 54330), PG_CONFIG, SM_BENCH_USER (the system user used
 # when run as root, default secret_mgmt_bench).
 set -eu
@@ -40,7 +43,8 @@ set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 BENCH_USER=${SM_BENCH_USER:-secret_mgmt_bench}
-seconds=${BENCH_SECONDS:-20}
+seconds=${BENCH_SECONDS:-15}
+rounds=${BENCH_ROUNDS:-2}
 warmup=${BENCH_WARMUP:-3}
 port=${BENCH_PORT:-54330}
 db=bench
@@ -52,6 +56,7 @@ die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 case $seconds in '' | *[!0-9]* | 0) die "BENCH_SECONDS must be a positive whole number of seconds" ;; esac
 case $warmup in '' | *[!0-9]* | 0) die "BENCH_WARMUP must be a positive whole number of seconds" ;; esac
+case $rounds in '' | *[!0-9]* | 0) die "BENCH_ROUNDS must be a positive whole number" ;; esac
 for w in $workloads; do
     [ -f "$here/bench/$w.sql" ] || die "missing pgbench script bench/$w.sql"
 done
@@ -230,25 +235,38 @@ pgbench_run() {
 for w in $workloads; do
     say "==> $w: warm-up, $warmup s"
     pgbench_run "$w" "$warmup" "$base/$w.warmup.log"
-    say "==> $w: measuring, $seconds s"
-    pgbench_run "$w" "$seconds" "$base/$w.log"
+done
+# Rounds interleave the workloads (A B C A B C ...), so that drift of the
+# machine during the run affects all of them alike; the report averages.
+r=1
+while [ "$r" -le "$rounds" ]; do
+    for w in $workloads; do
+        say "==> round $r/$rounds, $w: measuring, $seconds s"
+        pgbench_run "$w" "$seconds" "$base/$w.round$r.log"
+    done
+    r=$((r + 1))
 done
 
 # --- report ---------------------------------------------------------------
-# tps_of LOG / latency_of LOG: from pgbench's summary.
-tps_of() {
-    sed -n -e 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' \
-        -e 's/^tps = \([0-9.]*\) (excluding connections establishing)$/\1/p' "$1" | head -n 1
-}
-latency_of() {
-    sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' "$1" | head -n 1
+# mean_of WORKLOAD FIELD: the mean over the rounds of pgbench's "tps" or
+# "latency average".
+mean_of() {
+    for f in "$base/$1".round*.log; do
+        case $2 in
+            tps) sed -n -e 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' \
+                        -e 's/^tps = \([0-9.]*\) (excluding connections establishing)$/\1/p' "$f" | head -n 1 ;;
+            latency) sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' "$f" | head -n 1 ;;
+        esac
+    done | awk '{ s += $1; n++ } END { if (n == '"$rounds"') printf "%.3f", s / n }'
 }
 
 for w in $workloads; do
-    [ -n "$(tps_of "$base/$w.log")" ] && [ -n "$(latency_of "$base/$w.log")" ] \
-        || die "could not read tps and latency from $base/$w.log"
+    [ -n "$(mean_of "$w" tps)" ] && [ -n "$(mean_of "$w" latency)" ] \
+        || die "could not read tps and latency of every round of $w from $base"
 done
-plain_latency=$(latency_of "$base/plain.log")
+plain_tps=$(mean_of plain tps)
+pgp_tps=$(mean_of pgcrypto tps)
+resolve_tps=$(mean_of resolve tps)
 
 psql_as postgres <<'SQL' || die "could not read the server version"
 SELECT version();
@@ -270,16 +288,20 @@ say "  machine:    $(nproc) CPUs, ${cpu:-unknown CPU}"
 say "  server:     $pg_version"
 say "  settings:   shared_buffers = 256MB, synchronous_commit = off, otherwise defaults"
 say "  data:       $nsecrets values of 64 hex digits; random path per transaction"
-say "  pgbench:    -M prepared -c 2 -j 2 -T $seconds (after a $warmup s warm-up), as role bench_app"
+say "  pgbench:    -M prepared -c 2 -j 2, $rounds interleaved rounds of $seconds s each (after a $warmup s warm-up), as role bench_app"
 say ""
-printf '%-34s | %10s | %15s | %15s\n' "workload" "TPS" "mean latency ms" "ratio to plain"
-printf '%-34s-+-%10s-+-%15s-+-%15s\n' "----------------------------------" "----------" "---------------" "---------------"
+printf '%-34s | %10s | %15s | %14s | %14s\n' "workload" "TPS" "mean latency ms" "TPS vs plain" "TPS vs pgcrypto"
+printf '%-34s-+-%10s-+-%15s-+-%14s-+-%14s\n' "----------------------------------" "----------" "---------------" "--------------" "--------------"
 for w in $workloads; do
-    tps=$(tps_of "$base/$w.log")
-    lat=$(latency_of "$base/$w.log")
-    awk -v name="$(label "$w")" -v tps="$tps" -v lat="$lat" -v base="$plain_latency" \
-        'BEGIN { printf "%-34s | %10.0f | %15.3f | %14.2fx\n", name, tps, lat, lat / base }'
+    awk -v name="$(label "$w")" -v tps="$(mean_of "$w" tps)" -v lat="$(mean_of "$w" latency)" \
+        -v plain="$plain_tps" -v pgp="$pgp_tps" \
+        'BEGIN { printf "%-34s | %10.0f | %15.3f | %13.2fx | %13.2fx\n", name, tps, lat, tps / plain, tps / pgp }'
 done
 say ""
-say "TPS excludes connection time.  Ratio to plain = mean latency / mean latency"
-say "of the plain SELECT (how many times its cost).  Raw pgbench output: $base/*.log"
+awk -v r="$resolve_tps" -v p="$plain_tps" -v g="$pgp_tps" 'BEGIN {
+    printf "targets:    secret_resolve >= 0.70x the plain SELECT: %.2fx, %s\n", r / p, (r / p >= 0.70 ? "met" : "NOT met")
+    printf "            secret_resolve >= 3x pgp_sym_decrypt:     %.2fx, %s\n", r / g, (r / g >= 3 ? "met" : "NOT met")
+}'
+say ""
+say "TPS excludes connection time; each figure is the mean of the rounds."
+say "Raw pgbench output: $base/*.log"

@@ -37,6 +37,7 @@
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -99,13 +100,23 @@ static Oid	rel_oid[NUM_RELS];
 static Oid	index_oid[NUM_RELS];
 static AttrNumber attno[NUM_COLS];
 
-/* Forget the cache when one of our relations changes (or all do). */
+/* Membership rows, cached per backend (see sm_lookup_members). */
+static MemoryContext members_cxt = NULL;
+static List *members_cache = NIL;
+static bool members_valid = false;
+
+/* Forget the caches when one of our relations changes (or all do). */
 static void
 invalidate_cache(Datum arg, Oid relid)
 {
+	if (!OidIsValid(relid) || relid == rel_oid[REL_MEMBER])
+		members_valid = false;
 	for (int i = 0; i < NUM_RELS && cache_valid; i++)
 		if (!OidIsValid(relid) || relid == rel_oid[i] || relid == index_oid[i])
+		{
 			cache_valid = false;
+			members_valid = false;
+		}
 }
 
 /* Look up (once) the relations, indexes and columns used here. */
@@ -197,35 +208,72 @@ key_text(ScanKey key, SmColId col, const char *value)
 
 /*
  * Membership rows of one tenant, or of every tenant when `tenant` is NULL,
- * as a List of SmMembership.
+ * as a List of SmMembership valid until the next call.
+ *
+ * Every call of the API checks membership, so the rows are cached for the
+ * backend.  They change only through secret_tenant_add_member() and
+ * secret_tenant_remove_member(), which announce the change with a
+ * relation cache invalidation of secret_member (sm_lookup_members_changed).
+ * PostgreSQL delivers it to every backend when the change commits -- and
+ * locally at once, or on rollback -- and each call first accepts pending
+ * invalidations, so a committed change is in force at the very next call.
  */
 List *
 sm_lookup_members(const char *tenant)
 {
-	Snapshot	snap;
-	SmScan		s;
-	ScanKeyData key;
-	HeapTuple	tup;
 	List	   *result = NIL;
+	ListCell   *lc;
 
 	load_cache();
-	snap = read_snapshot();
-	if (tenant)
-		key_text(&key, M_TENANT, tenant);
-	scan_begin(&s, REL_MEMBER, true, snap, tenant ? 1 : 0, &key);
-	while (HeapTupleIsValid(tup = systable_getnext(s.scan)))
+	AcceptInvalidationMessages();
+	if (!members_valid)
 	{
-		SmMembership *m = palloc(sizeof(SmMembership));
-		bool		isnull;
+		Snapshot	snap;
+		SmScan		s;
+		HeapTuple	tup;
+		MemoryContext old;
 
-		m->tenant = get_text(&s, tup, M_TENANT);
-		m->member = DatumGetObjectId(get(&s, tup, M_MEMBER, &isnull));
-		m->is_admin = DatumGetBool(get(&s, tup, M_ADMIN, &isnull));
-		result = lappend(result, m);
+		if (members_cxt == NULL)
+			members_cxt = AllocSetContextCreate(TopMemoryContext,
+												"secret_mgmt members",
+												ALLOCSET_SMALL_SIZES);
+		MemoryContextReset(members_cxt);
+		members_cache = NIL;
+		/* Valid from here on, unless an invalidation arrives meanwhile. */
+		members_valid = true;
+		snap = read_snapshot();
+		scan_begin(&s, REL_MEMBER, true, snap, 0, NULL);
+		old = MemoryContextSwitchTo(members_cxt);
+		while (HeapTupleIsValid(tup = systable_getnext(s.scan)))
+		{
+			SmMembership *m = palloc(sizeof(SmMembership));
+			bool		isnull;
+
+			m->tenant = get_text(&s, tup, M_TENANT);
+			m->member = DatumGetObjectId(get(&s, tup, M_MEMBER, &isnull));
+			m->is_admin = DatumGetBool(get(&s, tup, M_ADMIN, &isnull));
+			members_cache = lappend(members_cache, m);
+		}
+		MemoryContextSwitchTo(old);
+		scan_end(&s);
+		UnregisterSnapshot(snap);
 	}
-	scan_end(&s);
-	UnregisterSnapshot(snap);
+	foreach(lc, members_cache)
+	{
+		SmMembership *m = lfirst(lc);
+
+		if (tenant == NULL || strcmp(m->tenant, tenant) == 0)
+			result = lappend(result, m);
+	}
 	return result;
+}
+
+/* Announce a change of secret_member to every backend's cache. */
+void
+sm_lookup_members_changed(void)
+{
+	load_cache();
+	CacheInvalidateRelcacheByRelid(rel_oid[REL_MEMBER]);
 }
 
 bool

@@ -336,6 +336,7 @@ secret_tenant_add_member(PG_FUNCTION_ARGS)
 	args[2] = PG_GETARG_DATUM(2);
 	args[3] = CStringGetTextDatum(role_name(session.caller));
 	sm_exec(&upsert, args, NULL, 0);
+	sm_lookup_members_changed();
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -369,6 +370,7 @@ secret_tenant_remove_member(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("role \"%s\" is not a member of tenant \"%s\"",
 						role_name(DatumGetObjectId(PG_GETARG_DATUM(1))), tenant)));
+	sm_lookup_members_changed();
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }

@@ -44,6 +44,7 @@ typedef struct SmResolved
 } SmResolved;
 
 extern List *sm_lookup_members(const char *tenant);
+extern void sm_lookup_members_changed(void);
 extern bool sm_lookup_tenant_exists(const char *tenant);
 extern void sm_lookup_resolve(const char *tenant, const char *path,
 							  const SmContext *context, const char *label,
