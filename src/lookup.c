@@ -6,8 +6,8 @@
  * Resolving a secret is the hot path: an application may do it on every
  * request.  Planning-free SPI still pays executor start-up for every
  * statement, so reads use the tables' unique indexes directly, the way
- * PostgreSQL reads its own catalogs: systable_beginscan() with equality
- * keys and a fresh snapshot taken exactly as SPI would take one for a
+ * PostgreSQL reads its own catalogs: index scans with equality keys and a
+ * fresh snapshot taken exactly as SPI would take one for a
  * volatile function's statement (command counter advanced, transaction
  * snapshot), so a read sees what the transaction wrote before it and, in
  * READ COMMITTED, everything committed before it started.  Membership
@@ -26,6 +26,9 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/relscan.h"
+#include "access/tableam.h"
+#include "executor/tuptable.h"
 #include "access/htup_details.h"
 #include "access/skey.h"
 #include "access/stratnum.h"
@@ -161,40 +164,75 @@ read_snapshot(void)
 	return RegisterSnapshot(GetTransactionSnapshot());
 }
 
-/* An open scan of one table through its unique index (or sequentially). */
+/*
+ * An open scan of one table through its unique index.  Like the executor
+ * (and unlike systable_endscan), the locks stay until transaction end, so
+ * repeated calls in a transaction take them once; each row is deformed
+ * once into the slot.
+ */
 typedef struct SmScan
 {
 	Relation	heap;
-	SysScanDesc scan;
+	Relation	index;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
 } SmScan;
 
+/* Keys are built with table attribute numbers; they become index columns. */
 static void
-scan_begin(SmScan *s, SmRelId rel, bool use_index, Snapshot snap,
-		   int nkeys, ScanKey keys)
+scan_begin(SmScan *s, SmRelId rel, Snapshot snap, int nkeys, ScanKey keys)
 {
 	s->heap = table_open(rel_oid[rel], AccessShareLock);
-	s->scan = systable_beginscan(s->heap, index_oid[rel], use_index, snap, nkeys, keys);
+	s->index = index_open(index_oid[rel], AccessShareLock);
+	for (int i = 0; i < nkeys; i++)
+	{
+		int			j;
+
+		for (j = 0; j < IndexRelationGetNumberOfKeyAttributes(s->index); j++)
+			if (s->index->rd_index->indkey.values[j] == keys[i].sk_attno)
+				break;
+		if (j == IndexRelationGetNumberOfKeyAttributes(s->index))
+			elog(ERROR, "column %d is not a key of index \"%s\"",
+				 keys[i].sk_attno, RelationGetRelationName(s->index));
+		keys[i].sk_attno = j + 1;
+	}
+	s->slot = table_slot_create(s->heap, NULL);
+	s->scan = index_beginscan(s->heap, s->index, snap, nkeys, 0);
+	index_rescan(s->scan, keys, nkeys, NULL, 0);
 }
 
-/* End a scan; like the executor, keep the lock until transaction end. */
+/* The next row, deformed into the slot; false at the end. */
+static bool
+scan_next(SmScan *s)
+{
+	if (!index_getnext_slot(s->scan, ForwardScanDirection, s->slot))
+		return false;
+	slot_getallattrs(s->slot);
+	return true;
+}
+
 static void
 scan_end(SmScan *s)
 {
-	systable_endscan(s->scan);
+	index_endscan(s->scan);
+	ExecDropSingleTupleTableSlot(s->slot);
+	index_close(s->index, NoLock);
 	table_close(s->heap, NoLock);
 }
 
+/* A column of the current row (valid until the next scan_next). */
 static Datum
-get(SmScan *s, HeapTuple tup, SmColId col, bool *isnull)
+get(SmScan *s, SmColId col, bool *isnull)
 {
-	return heap_getattr(tup, attno[col], RelationGetDescr(s->heap), isnull);
+	*isnull = s->slot->tts_isnull[attno[col] - 1];
+	return s->slot->tts_values[attno[col] - 1];
 }
 
 static char *
-get_text(SmScan *s, HeapTuple tup, SmColId col)
+get_text(SmScan *s, SmColId col)
 {
 	bool		isnull;
-	Datum		d = get(s, tup, col, &isnull);
+	Datum		d = get(s, col, &isnull);
 
 	return isnull ? NULL : TextDatumGetCString(d);
 }
@@ -230,8 +268,7 @@ sm_lookup_members(const char *tenant)
 	{
 		Snapshot	snap;
 		SmScan		s;
-		HeapTuple	tup;
-		MemoryContext old;
+			MemoryContext old;
 
 		if (members_cxt == NULL)
 			members_cxt = AllocSetContextCreate(TopMemoryContext,
@@ -242,16 +279,16 @@ sm_lookup_members(const char *tenant)
 		/* Valid from here on, unless an invalidation arrives meanwhile. */
 		members_valid = true;
 		snap = read_snapshot();
-		scan_begin(&s, REL_MEMBER, true, snap, 0, NULL);
+		scan_begin(&s, REL_MEMBER, snap, 0, NULL);
 		old = MemoryContextSwitchTo(members_cxt);
-		while (HeapTupleIsValid(tup = systable_getnext(s.scan)))
+		while (scan_next(&s))
 		{
 			SmMembership *m = palloc(sizeof(SmMembership));
 			bool		isnull;
 
-			m->tenant = get_text(&s, tup, M_TENANT);
-			m->member = DatumGetObjectId(get(&s, tup, M_MEMBER, &isnull));
-			m->is_admin = DatumGetBool(get(&s, tup, M_ADMIN, &isnull));
+			m->tenant = get_text(&s, M_TENANT);
+			m->member = DatumGetObjectId(get(&s, M_MEMBER, &isnull));
+			m->is_admin = DatumGetBool(get(&s, M_ADMIN, &isnull));
 			members_cache = lappend(members_cache, m);
 		}
 		MemoryContextSwitchTo(old);
@@ -287,8 +324,8 @@ sm_lookup_tenant_exists(const char *tenant)
 	load_cache();
 	snap = read_snapshot();
 	key_text(&key, T_TENANT, tenant);
-	scan_begin(&s, REL_TENANT, true, snap, 1, &key);
-	found = HeapTupleIsValid(systable_getnext(s.scan));
+	scan_begin(&s, REL_TENANT, snap, 1, &key);
+	found = scan_next(&s);
 	scan_end(&s);
 	UnregisterSnapshot(snap);
 	return found;
@@ -325,7 +362,6 @@ sm_lookup_resolve(const char *tenant, const char *path, const SmContext *context
 	Snapshot	snap;
 	SmScan		s;
 	ScanKeyData keys[3];
-	HeapTuple	tup;
 	int			best_rank = INT_MAX;
 	int32		current = 0;
 	bool		isnull;
@@ -338,28 +374,28 @@ sm_lookup_resolve(const char *tenant, const char *path, const SmContext *context
 	/* The secret: the most specific live match of the context. */
 	key_text(&keys[0], I_TENANT, tenant);
 	key_text(&keys[1], I_PATH, path);
-	scan_begin(&s, REL_ITEM, true, snap, 2, keys);
-	while (HeapTupleIsValid(tup = systable_getnext(s.scan)))
+	scan_begin(&s, REL_ITEM, snap, 2, keys);
+	while (scan_next(&s))
 	{
 		int			rank;
 		char	   *scope;
 		char	   *scope_id;
 
-		(void) get(&s, tup, I_DELETED, &isnull);
+		(void) get(&s, I_DELETED, &isnull);
 		if (!isnull)
 			continue;
-		scope = get_text(&s, tup, I_SCOPE);
-		scope_id = get_text(&s, tup, I_SCOPE_ID);
+		scope = get_text(&s, I_SCOPE);
+		scope_id = get_text(&s, I_SCOPE_ID);
 		rank = scope_rank(scope, scope_id, context);
 		if (rank == 0 || rank >= best_rank)
 			continue;
 		best_rank = rank;
 		out->found_secret = true;
-		memcpy(&out->secret_id, DatumGetUUIDP(get(&s, tup, I_ID, &isnull)),
+		memcpy(&out->secret_id, DatumGetUUIDP(get(&s, I_ID, &isnull)),
 			   sizeof(pg_uuid_t));
-		d = get(&s, tup, I_EXPIRES, &isnull);
+		d = get(&s, I_EXPIRES, &isnull);
 		out->expired = !isnull && DatumGetTimestampTz(d) <= now;
-		current = DatumGetInt32(get(&s, tup, I_CURRENT, &isnull));
+		current = DatumGetInt32(get(&s, I_CURRENT, &isnull));
 	}
 	scan_end(&s);
 	if (!by_version && strcmp(label, "current") == 0)
@@ -375,10 +411,10 @@ sm_lookup_resolve(const char *tenant, const char *path, const SmContext *context
 		ScanKeyInit(&keys[1], attno[L_ID], BTEqualStrategyNumber, F_UUID_EQ,
 					UUIDPGetDatum(&out->secret_id));
 		key_text(&keys[2], L_LABEL, label);
-		scan_begin(&s, REL_LABEL, true, snap, 3, keys);
-		if (HeapTupleIsValid(tup = systable_getnext(s.scan)))
+		scan_begin(&s, REL_LABEL, snap, 3, keys);
+		if (scan_next(&s))
 		{
-			version = DatumGetInt32(get(&s, tup, L_VERSION, &isnull));
+			version = DatumGetInt32(get(&s, L_VERSION, &isnull));
 			by_version = true;
 		}
 		scan_end(&s);
@@ -392,17 +428,17 @@ sm_lookup_resolve(const char *tenant, const char *path, const SmContext *context
 					UUIDPGetDatum(&out->secret_id));
 		ScanKeyInit(&keys[2], attno[V_VERSION], BTEqualStrategyNumber, F_INT4EQ,
 					Int32GetDatum(version));
-		scan_begin(&s, REL_VERSION, true, snap, 3, keys);
-		if (HeapTupleIsValid(tup = systable_getnext(s.scan)))
+		scan_begin(&s, REL_VERSION, snap, 3, keys);
+		if (scan_next(&s))
 		{
 			out->found_version = true;
 			out->version = version;
-			out->state = get_text(&s, tup, V_STATE);
-			d = get(&s, tup, V_EXPIRES, &isnull);
+			out->state = get_text(&s, V_STATE);
+			d = get(&s, V_EXPIRES, &isnull);
 			out->expired |= !isnull && DatumGetTimestampTz(d) <= now;
-			d = get(&s, tup, V_KEY_ID, &isnull);
+			d = get(&s, V_KEY_ID, &isnull);
 			out->key_id = isnull ? 0 : DatumGetInt32(d);
-			d = get(&s, tup, V_ENVELOPE, &isnull);
+			d = get(&s, V_ENVELOPE, &isnull);
 			/* A copy, fetched from TOAST while the snapshot is held. */
 			out->envelope = isnull ? NULL : DatumGetByteaPCopy(d);
 		}
@@ -419,7 +455,6 @@ sm_lookup_data_key(const char *tenant, int32 key_id, bytea **wrapped, char **kek
 	Snapshot	snap;
 	SmScan		s;
 	ScanKeyData keys[2];
-	HeapTuple	tup;
 	bool		found;
 
 	load_cache();
@@ -427,14 +462,14 @@ sm_lookup_data_key(const char *tenant, int32 key_id, bytea **wrapped, char **kek
 	key_text(&keys[0], D_TENANT, tenant);
 	ScanKeyInit(&keys[1], attno[D_KEY_ID], BTEqualStrategyNumber, F_INT4EQ,
 				Int32GetDatum(key_id));
-	scan_begin(&s, REL_DATA_KEY, true, snap, 2, keys);
-	found = HeapTupleIsValid(tup = systable_getnext(s.scan));
+	scan_begin(&s, REL_DATA_KEY, snap, 2, keys);
+	found = scan_next(&s);
 	if (found)
 	{
 		bool		isnull;
 
-		*wrapped = DatumGetByteaPCopy(get(&s, tup, D_WRAPPED, &isnull));
-		*kek_id = get_text(&s, tup, D_KEK_ID);
+		*wrapped = DatumGetByteaPCopy(get(&s, D_WRAPPED, &isnull));
+		*kek_id = get_text(&s, D_KEK_ID);
 	}
 	scan_end(&s);
 	UnregisterSnapshot(snap);
