@@ -178,7 +178,7 @@ arg_path(FunctionCallInfo fcinfo, int n)
 
 /*
  * The bytes of a value argument of type text, bytea or jsonb.  jsonb is
- * stored as its canonical text.
+ * stored as its canonical text, built in a wiped allocation.
  */
 static uint8 *
 arg_value(FunctionCallInfo fcinfo, int n, size_t *len)
@@ -194,10 +194,15 @@ arg_value(FunctionCallInfo fcinfo, int n, size_t *len)
 		Jsonb	   *jb = PG_GETARG_JSONB_P(n);
 		StringInfoData buf;
 
+		uint8	   *copy;
+
 		initStringInfo(&buf);
 		(void) JsonbToCString(&buf, &jb->root, VARSIZE(jb));
+		copy = sm_secure_alloc(buf.len);
+		memcpy(copy, buf.data, buf.len);
+		sm_wipe(buf.data, buf.len);
 		*len = buf.len;
-		return (uint8 *) buf.data;
+		return copy;
 	}
 	else
 	{

@@ -443,7 +443,7 @@ secret_use_tenant(PG_FUNCTION_ARGS)
 	}
 	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
-	sm_enter(&session);
+	sm_session_init(&session);
 	if (superuser_arg(session.caller))
 		ok = sm_lookup_tenant_exists(tenant);
 	else
@@ -456,7 +456,6 @@ secret_use_tenant(PG_FUNCTION_ARGS)
 				 errdetail("The tenant does not exist.") :
 				 errdetail("Role \"%s\" is not a member of this tenant.",
 						   role_name(session.caller))));
-	sm_leave(&session);
 
 	if (local)
 	{

@@ -19,6 +19,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "crypto.h"
 #include "mb/pg_wchar.h"
 #include "types.h"
 #include "utils/builtins.h"
@@ -105,22 +106,25 @@ object_field(Jsonb *jb, const char *key)
 	return findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k);
 }
 
+/* Validate a JSON type; the parsed copy is wiped before returning. */
 static void
 validate_json(const char *type, const uint8 *value, size_t len)
 {
 	Jsonb	   *jb = DatumGetJsonbP(sm_value_to_jsonb(value, len));
+	const char *problem = NULL;
 
-	if (strcmp(type, "json") == 0)
-		return;
-	if (!JB_ROOT_IS_OBJECT(jb))
-		invalid(type, "The value must be a JSON object.");
-	if (strcmp(type, "oauth_token") == 0)
+	if (strcmp(type, "json") != 0 && !JB_ROOT_IS_OBJECT(jb))
+		problem = "The value must be a JSON object.";
+	else if (strcmp(type, "oauth_token") == 0)
 	{
 		JsonbValue *v = object_field(jb, "access_token");
 
 		if (v == NULL || v->type != jbvString || v->val.string.len == 0)
-			invalid(type, "The object must have a non-empty string \"access_token\".");
+			problem = "The object must have a non-empty string \"access_token\".";
 	}
+	sm_wipe(jb, VARSIZE(jb));
+	if (problem)
+		invalid(type, problem);
 }
 
 static bool

@@ -22,8 +22,6 @@ fi
 echo "secret_mgmt: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# The packaged cluster is not wanted: the suites start their own.
-mkdir -p /etc/postgresql-common
-[ -f /etc/postgresql-common/createcluster.conf ] \
-    || printf 'create_main_cluster = false\n' > /etc/postgresql-common/createcluster.conf
-apt-get install -y -qq --no-install-recommends $missing >/dev/null
+apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    $missing >/dev/null
