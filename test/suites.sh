@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs every suite from the private copy made by test/run.sh, as the
 # unprivileged test user: pg_regress, isolation, TAP and pgTAP.  Prints one
-# line per suite and a closing "N passed, N failed" line.
+# line per suite and a closing "total: N passed, N failed" line.
 set -u
 
 work=$1
@@ -113,5 +113,5 @@ if ls test/pgtap/*.sql >/dev/null 2>&1 && want pgtap; then
     prove_counts pgtap pgtap.log $rc
 fi
 
-echo "secret_mgmt tests: $passed passed, $failed failed"
+echo "total: $passed passed, $failed failed"
 [ "$failed" = 0 ]
