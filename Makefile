@@ -9,7 +9,9 @@ EXTENSION   = secret_mgmt
 MODULE_big  = secret_mgmt
 OBJS        = src/secret_mgmt.o src/crypto.o src/keyring.o src/query.o \
               src/tenant.o src/store.o src/types.o src/lookup.o
-DATA        = sql/secret_mgmt--0.1.0.sql
+# The install script is built from one part per subsystem (sql/install/).
+DATA_built  = sql/secret_mgmt--0.1.0.sql
+INSTALL_PARTS = $(sort $(wildcard $(srcdir)/sql/install/*.sql))
 PGFILEDESC  = "secret_mgmt - encrypted, versioned, tenant-isolated secret store"
 
 PG_CPPFLAGS = -I$(srcdir)/src/include
@@ -25,6 +27,9 @@ endif
 PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+sql/secret_mgmt--0.1.0.sql: $(INSTALL_PARTS)
+	cat $(INSTALL_PARTS) > $@
 
 .PHONY: test demo bench deps
 

@@ -1,21 +1,4 @@
-/*
- * secret_mgmt--0.1.0.sql
- *		Tables, row-level security and the SQL surface of the secret store.
- *
- * Every table carries tenant_id, has row-level security enabled and forced,
- * and is reachable only through the API functions below: no privilege on any
- * table is granted to anybody.  The API functions are written in C; each one
- * identifies its caller, checks tenant membership itself, and only then runs
- * its internal statements as the extension owner with bound parameters.  That
- * is why EXECUTE on them is granted to PUBLIC.
- *
- * Everything is schema-qualified and operators are written as
- * OPERATOR(pg_catalog.=) so that nothing on a caller's search_path can
- * intercept the script or the statements it defines.
- */
-
-\echo Use "CREATE EXTENSION secret_mgmt" to load this file. \quit
-
+-- The store: tenants, members, data keys, secrets, versions, labels.
 -- Refuse to install unless the library is preloaded and the target schema is
 -- a fresh one belonging to the installing superuser (not pre-created by an
 -- attacker with objects of its own in it).
@@ -349,24 +332,3 @@ CREATE FUNCTION secret_mgmt.secret_purge(path text)
 RETURNS void LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'secret_purge';
 
----------------------------------------------------------------------------
--- Privileges.  Every function above identifies and checks its caller in C,
--- so EXECUTE goes to PUBLIC; the tables stay private to the owner.
----------------------------------------------------------------------------
-
-DO $grants$
-DECLARE
-    f regprocedure;
-BEGIN
-    FOR f IN
-        SELECT p.oid::pg_catalog.regprocedure
-          FROM pg_catalog.pg_proc p
-         WHERE p.pronamespace OPERATOR(pg_catalog.=) 'secret_mgmt'::pg_catalog.regnamespace
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
-    END LOOP;
-END
-$grants$;
-
-GRANT USAGE ON SCHEMA secret_mgmt TO PUBLIC;
