@@ -10,6 +10,12 @@ TEST_USER=${SM_TEST_USER:-secret_mgmt_test}
 
 sh "$here/test/deps.sh"
 
+# One run at a time per machine: the extension is installed into the one
+# PostgreSQL installation, so concurrent runs from different trees would
+# test each other's builds.
+exec 9>/tmp/secret_mgmt-test.lock
+flock 9
+
 # Build from clean so the assertion flag takes effect, then install.
 # (SM_SKIP_BUILD=1 reuses what is installed, for quick reruns of one suite.)
 if [ -z "${SM_SKIP_BUILD:-}" ]; then
