@@ -178,6 +178,8 @@ CREATE EXTENSION pgcrypto;
 SELECT secret_mgmt.secret_tenant_create('bench');
 CREATE ROLE bench_app LOGIN;
 SELECT secret_mgmt.secret_tenant_add_member('bench', 'bench_app');
+SELECT secret_mgmt.secret_use_tenant('bench');
+SELECT secret_mgmt.secret_grant('bench/**', 'bench_app', ARRAY['read', 'create']);
 SQL
 
 say "==> Loading $nsecrets random values into bench_plain and, with pgp_sym_encrypt, into bench_pgp"

@@ -192,9 +192,17 @@ SELECT secret_mgmt.secret_tenant_add_member('acme', 'acme_app');
 SELECT secret_mgmt.secret_tenant_add_member('globex', 'globex_app');
 SQL
 
+show "A member holds only what it is granted: give each application its capabilities on a path pattern of its tenant" postgres <<'SQL'
+SELECT secret_mgmt.secret_use_tenant('acme');
+SELECT secret_mgmt.secret_grant('db/**', 'acme_app', ARRAY['read', 'list', 'create', 'update', 'delete']);
+SELECT secret_mgmt.secret_grant('api/*', 'acme_app', ARRAY['read', 'list', 'create']);
+SELECT secret_mgmt.secret_use_tenant('globex');
+SELECT secret_mgmt.secret_grant('db/**', 'globex_app', ARRAY['read', 'list', 'create', 'update', 'delete']);
+SQL
+
 say ""
 say "From here on psql connects as acme_app: an ordinary role whose only"
-say "standing is its membership of tenant acme, which it acts for."
+say "standing is its membership of tenant acme and its grants on db/** and api/*."
 
 show "Create a secret: the value is encrypted before it is stored; version 1 is labelled 'current'" acme_app <<'SQL'
 SELECT secret_mgmt.secret_create('db/password', 'correct-horse-1', type => 'password',

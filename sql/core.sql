@@ -26,6 +26,15 @@ SELECT secret_mgmt.secret_tenant_create('globex');
 SELECT secret_mgmt.secret_tenant_add_member('acme', 'regress_app_a');
 SELECT secret_mgmt.secret_tenant_add_member('acme', 'regress_admin_a', admin => true);
 SELECT secret_mgmt.secret_tenant_add_member('globex', 'regress_app_b');
+-- members hold what they are granted; these applications get the everyday
+-- capabilities on everything of their tenant
+SELECT secret_mgmt.secret_use_tenant('acme');
+SELECT secret_mgmt.secret_grant('**', 'regress_app_a',
+                                ARRAY['read', 'list', 'create', 'update', 'delete']);
+SELECT secret_mgmt.secret_use_tenant('globex');
+SELECT secret_mgmt.secret_grant('**', 'regress_app_b',
+                                ARRAY['read', 'list', 'create', 'update', 'delete']);
+SELECT secret_mgmt.secret_use_tenant(NULL);
 
 SET ROLE regress_app_a;
 
@@ -119,7 +128,7 @@ SELECT secret_mgmt.secret_restore('db/password');
 SELECT secret_mgmt.secret_resolve('db/password');
 SELECT try($$SELECT secret_mgmt.secret_restore('db/password')$$);
 SELECT secret_mgmt.secret_delete('db/password');
--- purge is for tenant administrators
+-- purge needs the admin capability (tenant administrators hold it)
 SELECT try($$SELECT secret_mgmt.secret_purge('db/password')$$);
 RESET ROLE;
 SET ROLE regress_admin_a;

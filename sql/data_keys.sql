@@ -9,6 +9,9 @@
 CREATE ROLE regress_dk;
 SELECT secret_mgmt.secret_tenant_create('dk');
 SELECT secret_mgmt.secret_tenant_add_member('dk', 'regress_dk');
+SELECT secret_mgmt.secret_use_tenant('dk');
+SELECT secret_mgmt.secret_grant('rot/**', 'regress_dk', ARRAY['read', 'create', 'update']);
+SELECT secret_mgmt.secret_use_tenant(NULL);
 -- no key until the first write
 SELECT count(*) AS keys_before FROM secret_mgmt.secret_data_key WHERE tenant_id = 'dk';
 

@@ -19,8 +19,15 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 
 CREATE ROLE regress_multi;
+CREATE ROLE regress_group_a;
 SELECT secret_mgmt.secret_tenant_add_member('acme', 'regress_multi');
 SELECT secret_mgmt.secret_tenant_add_member('globex', 'regress_multi');
+SELECT secret_mgmt.secret_use_tenant('acme');
+SELECT secret_mgmt.secret_grant('**', 'regress_multi', ARRAY['read', 'list']);
+SELECT secret_mgmt.secret_grant('**', 'regress_group_a', ARRAY['read', 'list']);
+SELECT secret_mgmt.secret_use_tenant('globex');
+SELECT secret_mgmt.secret_grant('**', 'regress_multi', ARRAY['read', 'list']);
+SELECT secret_mgmt.secret_use_tenant(NULL);
 
 -- acme owns iso/shared; globex has nothing there
 SET ROLE regress_app_a;
@@ -107,7 +114,6 @@ SELECT try($$SELECT secret_mgmt.secret_tenant_remove_member('globex', 'regress_m
 
 -- role inheritance: a login role granted a member group is a member;
 -- NOINHERIT roles must SET ROLE to the group first
-CREATE ROLE regress_group_a;
 SELECT secret_mgmt.secret_tenant_add_member('acme', 'regress_group_a');
 CREATE ROLE regress_inherits IN ROLE regress_group_a;
 CREATE ROLE regress_noinherit NOINHERIT IN ROLE regress_group_a;

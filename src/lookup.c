@@ -35,7 +35,9 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "acl.h"
 #include "lookup.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -54,6 +56,9 @@ typedef enum SmRelId
 	REL_ITEM,
 	REL_VERSION,
 	REL_LABEL,
+	REL_GRANT,
+	REL_BROKER,
+	REL_TOKEN_KEY,
 	NUM_RELS
 } SmRelId;
 
@@ -64,6 +69,9 @@ static const char *const rel_names[NUM_RELS][2] = {
 	{"secret_item", "secret_item_path_key"},
 	{"secret_version", "secret_version_pkey"},
 	{"secret_label", "secret_label_pkey"},
+	{"secret_grant", "secret_grant_rule"},
+	{"secret_broker", "secret_broker_pkey"},
+	{"secret_token_key", "secret_token_key_pkey"},
 };
 
 /* Columns used here, by table. */
@@ -75,6 +83,9 @@ typedef enum SmColId
 	I_TENANT, I_PATH, I_ID, I_SCOPE, I_SCOPE_ID, I_EXPIRES, I_DELETED, I_CURRENT,
 	V_TENANT, V_ID, V_VERSION, V_STATE, V_KEY_ID, V_ENVELOPE, V_EXPIRES,
 	L_TENANT, L_ID, L_LABEL, L_VERSION,
+	G_TENANT, G_PATTERN, G_KIND, G_ROLE, G_NAME, G_CAPS, G_DENY, G_EXPIRES,
+	B_TENANT, B_ROLE,
+	K_TENANT, K_KID, K_ALG, K_UUID, K_KEY_ID, K_ENVELOPE, K_AUDIENCE, K_ISSUER,
 	NUM_COLS
 } SmColId;
 
@@ -95,6 +106,13 @@ static const struct
 	{REL_VERSION, "expires_at"},
 	{REL_LABEL, "tenant_id"}, {REL_LABEL, "secret_id"}, {REL_LABEL, "label"},
 	{REL_LABEL, "version"},
+	{REL_GRANT, "tenant_id"}, {REL_GRANT, "pattern"}, {REL_GRANT, "grantee_kind"},
+	{REL_GRANT, "grantee_role"}, {REL_GRANT, "grantee_name"}, {REL_GRANT, "capabilities"},
+	{REL_GRANT, "deny"}, {REL_GRANT, "expires_at"},
+	{REL_BROKER, "tenant_id"}, {REL_BROKER, "role"},
+	{REL_TOKEN_KEY, "tenant_id"}, {REL_TOKEN_KEY, "kid"}, {REL_TOKEN_KEY, "alg"},
+	{REL_TOKEN_KEY, "key_uuid"}, {REL_TOKEN_KEY, "key_id"}, {REL_TOKEN_KEY, "key_envelope"},
+	{REL_TOKEN_KEY, "audience"}, {REL_TOKEN_KEY, "issuer"},
 };
 
 static bool cache_valid = false;
@@ -103,22 +121,36 @@ static Oid	rel_oid[NUM_RELS];
 static Oid	index_oid[NUM_RELS];
 static AttrNumber attno[NUM_COLS];
 
-/* Membership rows, cached per backend (see sm_lookup_members). */
-static MemoryContext members_cxt = NULL;
-static List *members_cache = NIL;
-static bool members_valid = false;
+/*
+ * Small tables consulted by every call -- members, grants, brokers -- are
+ * cached per backend (see sm_lookup_members) and forgotten on invalidation.
+ */
+typedef enum SmCacheId
+{
+	CACHE_MEMBERS,
+	CACHE_GRANTS,
+	CACHE_BROKERS,
+	NUM_CACHES
+} SmCacheId;
+
+static const SmRelId cache_rel[NUM_CACHES] = {REL_MEMBER, REL_GRANT, REL_BROKER};
+static MemoryContext cache_cxt[NUM_CACHES];
+static List *cache_rows[NUM_CACHES];
+static bool cache_ok[NUM_CACHES];
 
 /* Forget the caches when one of our relations changes (or all do). */
 static void
 invalidate_cache(Datum arg, Oid relid)
 {
-	if (!OidIsValid(relid) || relid == rel_oid[REL_MEMBER])
-		members_valid = false;
+	for (int i = 0; i < NUM_CACHES; i++)
+		if (!OidIsValid(relid) || relid == rel_oid[cache_rel[i]])
+			cache_ok[i] = false;
 	for (int i = 0; i < NUM_RELS && cache_valid; i++)
 		if (!OidIsValid(relid) || relid == rel_oid[i] || relid == index_oid[i])
 		{
 			cache_valid = false;
-			members_valid = false;
+			for (int j = 0; j < NUM_CACHES; j++)
+				cache_ok[j] = false;
 		}
 }
 
@@ -244,73 +276,155 @@ key_text(ScanKey key, SmColId col, const char *value)
 				CStringGetTextDatum(value));
 }
 
+/* Build one cached row from the current row of its table's scan. */
+static void *
+cache_row(SmCacheId id, SmScan *s)
+{
+	bool		isnull;
+
+	switch (id)
+	{
+		case CACHE_MEMBERS:
+			{
+				SmMembership *m = palloc(sizeof(SmMembership));
+
+				m->tenant = get_text(s, M_TENANT);
+				m->member = DatumGetObjectId(get(s, M_MEMBER, &isnull));
+				m->is_admin = DatumGetBool(get(s, M_ADMIN, &isnull));
+				return m;
+			}
+		case CACHE_GRANTS:
+			{
+				SmGrant    *g = palloc0(sizeof(SmGrant));
+				char	   *kind = get_text(s, G_KIND);
+				Datum		d;
+
+				g->tenant = get_text(s, G_TENANT);
+				g->pattern = get_text(s, G_PATTERN);
+				g->kind = strcmp(kind, "role") == 0 ? SM_GRANTEE_ROLE :
+					strcmp(kind, "token") == 0 ? SM_GRANTEE_TOKEN :
+					strcmp(kind, "group") == 0 ? SM_GRANTEE_GROUP : SM_GRANTEE_TENANT;
+				d = get(s, G_ROLE, &isnull);
+				g->role = isnull ? InvalidOid : DatumGetObjectId(d);
+				g->name = get_text(s, G_NAME);
+				g->caps = sm_caps_from_array(DatumGetArrayTypeP(get(s, G_CAPS, &isnull)));
+				g->deny = DatumGetBool(get(s, G_DENY, &isnull));
+				d = get(s, G_EXPIRES, &isnull);
+				g->has_expiry = !isnull;
+				g->expires_at = isnull ? 0 : DatumGetTimestampTz(d);
+				return g;
+			}
+		case CACHE_BROKERS:
+			{
+				SmMembership *b = palloc0(sizeof(SmMembership));
+
+				b->tenant = get_text(s, B_TENANT);
+				b->member = DatumGetObjectId(get(s, B_ROLE, &isnull));
+				return b;
+			}
+		case NUM_CACHES:
+			break;
+	}
+	return NULL;
+}
+
 /*
- * Membership rows of one tenant, or of every tenant when `tenant` is NULL,
- * as a List of SmMembership valid until the next call.
+ * The rows of a cached table, for one tenant (or all when `tenant` is
+ * NULL), as a List valid until the next call.
  *
- * Every call of the API checks membership, so the rows are cached for the
- * backend.  They change only through secret_tenant_add_member() and
- * secret_tenant_remove_member(), which announce the change with a
- * relation cache invalidation of secret_member (sm_lookup_members_changed).
- * PostgreSQL delivers it to every backend when the change commits -- and
- * locally at once, or on rollback -- and each call first accepts pending
+ * These tables change only through the API, which announces each change
+ * with a relation cache invalidation (sm_lookup_changed).  PostgreSQL
+ * delivers it to every backend when the change commits -- and locally at
+ * once, or on rollback -- and every call first accepts pending
  * invalidations, so a committed change is in force at the very next call.
  */
-List *
-sm_lookup_members(const char *tenant)
+static List *
+cached_rows(SmCacheId id, const char *tenant)
 {
 	List	   *result = NIL;
 	ListCell   *lc;
 
 	load_cache();
 	AcceptInvalidationMessages();
-	if (!members_valid)
+	if (!cache_ok[id])
 	{
 		Snapshot	snap;
 		SmScan		s;
-			MemoryContext old;
+		MemoryContext old;
 
-		if (members_cxt == NULL)
-			members_cxt = AllocSetContextCreate(TopMemoryContext,
-												"secret_mgmt members",
-												ALLOCSET_SMALL_SIZES);
-		MemoryContextReset(members_cxt);
-		members_cache = NIL;
+		if (cache_cxt[id] == NULL)
+			cache_cxt[id] = AllocSetContextCreate(TopMemoryContext,
+												  "secret_mgmt access cache",
+												  ALLOCSET_SMALL_SIZES);
+		MemoryContextReset(cache_cxt[id]);
+		cache_rows[id] = NIL;
 		/* Valid from here on, unless an invalidation arrives meanwhile. */
-		members_valid = true;
+		cache_ok[id] = true;
 		snap = read_snapshot();
-		scan_begin(&s, REL_MEMBER, snap, 0, NULL);
-		old = MemoryContextSwitchTo(members_cxt);
+		scan_begin(&s, cache_rel[id], snap, 0, NULL);
+		old = MemoryContextSwitchTo(cache_cxt[id]);
 		while (scan_next(&s))
-		{
-			SmMembership *m = palloc(sizeof(SmMembership));
-			bool		isnull;
-
-			m->tenant = get_text(&s, M_TENANT);
-			m->member = DatumGetObjectId(get(&s, M_MEMBER, &isnull));
-			m->is_admin = DatumGetBool(get(&s, M_ADMIN, &isnull));
-			members_cache = lappend(members_cache, m);
-		}
+			cache_rows[id] = lappend(cache_rows[id], cache_row(id, &s));
 		MemoryContextSwitchTo(old);
 		scan_end(&s);
 		UnregisterSnapshot(snap);
 	}
-	foreach(lc, members_cache)
+	foreach(lc, cache_rows[id])
 	{
-		SmMembership *m = lfirst(lc);
+		/* Every cached row type begins with its tenant. */
+		char	  **row_tenant = lfirst(lc);
 
-		if (tenant == NULL || strcmp(m->tenant, tenant) == 0)
-			result = lappend(result, m);
+		if (tenant == NULL || strcmp(*row_tenant, tenant) == 0)
+			result = lappend(result, lfirst(lc));
 	}
 	return result;
 }
 
-/* Announce a change of secret_member to every backend's cache. */
+/* Membership rows (SmMembership) of one tenant, or of all when NULL. */
+List *
+sm_lookup_members(const char *tenant)
+{
+	return cached_rows(CACHE_MEMBERS, tenant);
+}
+
+/* Grants and denies (SmGrant) of one tenant. */
+List *
+sm_lookup_grants(const char *tenant)
+{
+	return cached_rows(CACHE_GRANTS, tenant);
+}
+
+/* Broker roles (SmMembership, is_admin unused) of one tenant, or all. */
+List *
+sm_lookup_brokers(const char *tenant)
+{
+	return cached_rows(CACHE_BROKERS, tenant);
+}
+
+/* Announce a change of a cached table to every backend. */
+static void
+announce(SmRelId rel)
+{
+	load_cache();
+	CacheInvalidateRelcacheByRelid(rel_oid[rel]);
+}
+
 void
 sm_lookup_members_changed(void)
 {
-	load_cache();
-	CacheInvalidateRelcacheByRelid(rel_oid[REL_MEMBER]);
+	announce(REL_MEMBER);
+}
+
+void
+sm_lookup_acl_changed(void)
+{
+	announce(REL_GRANT);
+}
+
+void
+sm_lookup_brokers_changed(void)
+{
+	announce(REL_BROKER);
 }
 
 bool
@@ -470,6 +584,74 @@ sm_lookup_data_key(const char *tenant, int32 key_id, bytea **wrapped, char **kek
 
 		*wrapped = DatumGetByteaPCopy(get(&s, D_WRAPPED, &isnull));
 		*kek_id = get_text(&s, D_KEK_ID);
+	}
+	scan_end(&s);
+	UnregisterSnapshot(snap);
+	return found;
+}
+
+/*
+ * The scope (and scope id) of the live secret at `path` that the context
+ * selects in `tenant`; both NULL when there is none.
+ */
+void
+sm_lookup_scope(const char *tenant, const char *path, const SmContext *context,
+				char **scope, char **scope_id)
+{
+	Snapshot	snap;
+	SmScan		s;
+	ScanKeyData keys[2];
+	int			best_rank = INT_MAX;
+
+	*scope = *scope_id = NULL;
+	load_cache();
+	snap = read_snapshot();
+	key_text(&keys[0], I_TENANT, tenant);
+	key_text(&keys[1], I_PATH, path);
+	scan_begin(&s, REL_ITEM, snap, 2, keys);
+	while (scan_next(&s))
+	{
+		bool		isnull;
+		char	   *sc = get_text(&s, I_SCOPE);
+		char	   *id = get_text(&s, I_SCOPE_ID);
+		int			rank = scope_rank(sc, id, context);
+
+		(void) get(&s, I_DELETED, &isnull);
+		if (!isnull || rank == 0 || rank >= best_rank)
+			continue;
+		best_rank = rank;
+		*scope = sc;
+		*scope_id = id;
+	}
+	scan_end(&s);
+	UnregisterSnapshot(snap);
+}
+
+/* A token verification key of a tenant, or false. */
+bool
+sm_lookup_token_key(const char *tenant, const char *kid, SmTokenKey *out)
+{
+	Snapshot	snap;
+	SmScan		s;
+	ScanKeyData keys[2];
+	bool		found;
+
+	load_cache();
+	snap = read_snapshot();
+	key_text(&keys[0], K_TENANT, tenant);
+	key_text(&keys[1], K_KID, kid);
+	scan_begin(&s, REL_TOKEN_KEY, snap, 2, keys);
+	found = scan_next(&s);
+	if (found)
+	{
+		bool		isnull;
+
+		out->alg = get_text(&s, K_ALG);
+		memcpy(&out->key_uuid, DatumGetUUIDP(get(&s, K_UUID, &isnull)), sizeof(pg_uuid_t));
+		out->key_id = DatumGetInt32(get(&s, K_KEY_ID, &isnull));
+		out->envelope = DatumGetByteaPCopy(get(&s, K_ENVELOPE, &isnull));
+		out->audience = get_text(&s, K_AUDIENCE);
+		out->issuer = get_text(&s, K_ISSUER);
 	}
 	scan_end(&s);
 	UnregisterSnapshot(snap);

@@ -33,6 +33,7 @@ char	   *sm_key_command = NULL;
 int			sm_recovery_window = 7 * 24 * 3600;
 int			sm_cache_ttl = 300;
 int			sm_data_key_rotate_after = INT_MAX;
+int			sm_token_leeway = 30;
 
 bool		sm_preloaded = false;
 
@@ -70,6 +71,12 @@ define_gucs(void)
 							"AES-GCM with random nonces must stay well below 2^32 encryptions per key.",
 							&sm_data_key_rotate_after, INT_MAX, 1, INT_MAX,
 							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("secret_mgmt.token_leeway",
+							"Clock skew allowed when judging a token's exp, nbf and iat.",
+							NULL,
+							&sm_token_leeway, 30, 0, 300,
+							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("secret_mgmt");
 }

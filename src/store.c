@@ -24,6 +24,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "acl.h"
 #include "crypto.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -32,6 +33,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "tenant.h"
+#include "store.h"
 #include "types.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -101,8 +103,8 @@ sm_report_not_found(const char *path, const char *hint)
 }
 
 /* Validate a secret path: segments of [A-Za-z0-9._-], no "." or "..". */
-static void
-check_path(const char *path)
+void
+sm_check_path(const char *path)
 {
 	size_t		len = strlen(path);
 	const char *problem = NULL;
@@ -172,7 +174,7 @@ arg_path(FunctionCallInfo fcinfo, int n)
 {
 	char	   *path = arg_text(fcinfo, n, "path");
 
-	check_path(path);
+	sm_check_path(path);
 	return path;
 }
 
@@ -451,48 +453,37 @@ open_row_value(const SmCaller *c, const pg_uuid_t *id, int32 version,
 }
 
 /*
- * The core of every resolve: the plaintext of the selected version, in a
- * secure allocation in the caller's memory context.  Argument 1, when
- * present, is a version number (integer) or a label (text).  This is the
- * hot path: it reads through direct index lookups (lookup.c), not SPI.
+ * The plaintext of a version of the secret at `path`, as `c` may read it:
+ * `label`, or `version` when by_version.  Capability read is checked
+ * first; a path the tenant lacks is looked up in the platform tenant where
+ * granted.  The plaintext is a secure allocation in CurrentMemoryContext.
+ * This is the hot path: it reads through direct index lookups (lookup.c),
+ * not SPI.
  */
-static uint8 *
-resolve_value(FunctionCallInfo fcinfo, size_t *len)
+uint8 *
+sm_store_resolve(const SmCaller *c, const char *path, const char *label,
+				 bool by_version, int32 want_version, size_t *len)
 {
-	SmSession	session;
-	SmCaller	c;
 	SmContext	context;
 	SmResolved	r;
-	char	   *path = arg_path(fcinfo, 0);
-	char	   *label = "current";
-	bool		by_version = false;
-	int32		want_version = 0;
+	const char *tenant = c->tenant;
 	const uint8 *dek;
 	bytea	   *wrapped;
 	char	   *kek_id;
 	SmValueAad	aad;
 
-	if (PG_NARGS() > 1)
+	sm_acl_require(c, path, SM_CAP_READ);
+	context.team = c->team;
+	context.project = c->project;
+	context.user = c->user;
+	sm_lookup_resolve(tenant, path, &context, label, by_version, want_version, &r);
+	/* Nothing of the tenant's own: a platform secret, where granted. */
+	if (!r.found_secret && strcmp(tenant, "global") != 0 &&
+		sm_acl_tenant_may_read_global(tenant, path))
 	{
-		if (PG_ARGISNULL(1))
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("version or label must not be null")));
-		if (get_fn_expr_argtype(fcinfo->flinfo, 1) == INT4OID)
-		{
-			by_version = true;
-			want_version = PG_GETARG_INT32(1);
-		}
-		else
-			label = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		tenant = "global";
+		sm_lookup_resolve(tenant, path, &context, label, by_version, want_version, &r);
 	}
-
-	sm_session_init(&session);
-	sm_caller_resolve(&session, &c, path);
-	context.team = c.team;
-	context.project = c.project;
-	context.user = c.user;
-	sm_lookup_resolve(c.tenant, path, &context, label, by_version, want_version, &r);
 
 	if (!r.found_secret)
 		sm_report_not_found(path, NULL);
@@ -517,7 +508,8 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 				(errcode(ERRCODE_SM_EXPIRED),
 				 errmsg("secret \"%s\" has expired", path),
 				 errhint("Move or clear the expiry with secret_mgmt.secret_set_expiry().")));
-	aad.tenant = c.tenant;
+
+	aad.tenant = tenant;
 	aad.secret_id = r.secret_id.data;
 	aad.version = r.version;
 	aad.key_id = r.key_id;
@@ -527,21 +519,54 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 	 * row: the tag proves it right.  If it does not authenticate, the key
 	 * row is read and unwrapped afresh before the value is judged.
 	 */
-	if ((dek = sm_dek_cached(c.tenant, r.key_id)) != NULL)
+	if ((dek = sm_dek_cached(tenant, r.key_id)) != NULL)
 	{
 		uint8	   *plain = sm_envelope_try_open(dek, &aad, r.envelope, len);
 
 		if (plain != NULL)
 			return plain;
-		sm_dek_evict(c.tenant, r.key_id);
+		sm_dek_evict(tenant, r.key_id);
 	}
-	if (!sm_lookup_data_key(c.tenant, r.key_id, &wrapped, &kek_id))
+	if (!sm_lookup_data_key(tenant, r.key_id, &wrapped, &kek_id))
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_INTEGRITY),
 				 errmsg("secret value failed its integrity check"),
 				 errdetail("Its data key is missing.")));
-	dek = sm_dek_for_decrypt(c.tenant, r.key_id, wrapped, kek_id);
+	dek = sm_dek_for_decrypt(tenant, r.key_id, wrapped, kek_id);
 	return sm_envelope_open(dek, &aad, r.envelope, len);
+}
+
+/*
+ * The core of every secret_resolve variant: argument 1, when present, is a
+ * version number (integer) or a label (text).
+ */
+static uint8 *
+resolve_value(FunctionCallInfo fcinfo, size_t *len)
+{
+	SmSession	session;
+	SmCaller	c;
+	char	   *path = arg_path(fcinfo, 0);
+	char	   *label = "current";
+	bool		by_version = false;
+	int32		want_version = 0;
+
+	if (PG_NARGS() > 1)
+	{
+		if (PG_ARGISNULL(1))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("version or label must not be null")));
+		if (get_fn_expr_argtype(fcinfo->flinfo, 1) == INT4OID)
+		{
+			by_version = true;
+			want_version = PG_GETARG_INT32(1);
+		}
+		else
+			label = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	}
+	sm_session_init(&session);
+	sm_caller_resolve(&session, &c, path);
+	return sm_store_resolve(&c, path, label, by_version, want_version, len);
 }
 
 /* SQL: secret_resolve(path [, version | label]) returns text */
@@ -682,6 +707,7 @@ create_secret(FunctionCallInfo fcinfo)
 
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
+	sm_acl_require(&c, path, SM_CAP_CREATE);
 	scope_id = (char *) check_scope(&c, scope, scope_id);
 
 	sm_random_bytes(id.data, UUID_LEN);
@@ -767,6 +793,7 @@ update_secret(FunctionCallInfo fcinfo)
 
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
+	sm_acl_require(&c, path, SM_CAP_UPDATE);
 	require_secret(&c, path, SM_FIND_LIVE, &s);
 	version = next_version(&c, path, &s);
 	/* Check-and-set against the version readers get, under the row lock. */
@@ -867,6 +894,7 @@ secret_rollback(PG_FUNCTION_ARGS)
 
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
+	sm_acl_require(&c, path, SM_CAP_UPDATE);
 	require_secret(&c, path, SM_FIND_LIVE, &s);
 	version = next_version(&c, path, &s);
 	if (!fetch_version(&c, &s, to_version, false))
@@ -920,6 +948,7 @@ secret_versions(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
+	sm_acl_require(&c, path, SM_CAP_LIST);
 	require_secret(&c, path, SM_FIND_ANY, &s);
 	args[0] = CStringGetTextDatum(c.tenant);
 	args[1] = UUIDPGetDatum(&s.id);
@@ -972,6 +1001,9 @@ secret_list(PG_FUNCTION_ARGS)
 		Datum		values[13];
 		bool		nulls[13];
 
+		/* Only what the caller may list, and nothing else, is shown. */
+		if (!sm_acl_allows(&c, sm_col_text(i, 1), SM_CAP_LIST))
+			continue;
 		for (int col = 0; col < 13; col++)
 			values[col] = sm_col(i, col + 1, &nulls[col]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
@@ -1002,6 +1034,7 @@ secret_label(PG_FUNCTION_ARGS)
 	check_label(label);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
+	sm_acl_require(&c, path, SM_CAP_UPDATE);
 	require_secret(&c, path, SM_FIND_LIVE, &s);
 	touch_secret(&c, &s);
 	if (PG_ARGISNULL(2))
@@ -1087,6 +1120,7 @@ change_version_state(FunctionCallInfo fcinfo, VersionAction action)
 
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
+	sm_acl_require(&c, path, action == VERSION_DESTROY ? SM_CAP_DELETE : SM_CAP_UPDATE);
 	require_secret(&c, path, SM_FIND_LIVE, &s);
 	touch_secret(&c, &s);
 	if (!fetch_version(&c, &s, version, true))
@@ -1158,6 +1192,7 @@ secret_delete(PG_FUNCTION_ARGS)
 
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
+	sm_acl_require(&c, path, SM_CAP_DELETE);
 	require_secret(&c, path, SM_FIND_LIVE, &s);
 	args[0] = CStringGetTextDatum(c.tenant);
 	args[1] = UUIDPGetDatum(&s.id);
@@ -1188,6 +1223,7 @@ secret_restore(PG_FUNCTION_ARGS)
 
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
+	sm_acl_require(&c, path, SM_CAP_DELETE);
 	require_secret(&c, path, SM_FIND_DELETED, &s);
 	args[0] = CStringGetTextDatum(c.tenant);
 	args[1] = UUIDPGetDatum(&s.id);
@@ -1225,11 +1261,7 @@ secret_purge(PG_FUNCTION_ARGS)
 
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
-	if (!c.is_admin)
-		ereport(ERROR,
-				(errcode(ERRCODE_SM_PERMISSION),
-				 errmsg("permission denied to purge secret \"%s\"", path),
-				 errdetail("Only tenant administrators purge secrets.")));
+	sm_acl_require(&c, path, SM_CAP_ADMIN);
 	require_secret(&c, path, SM_FIND_DELETED, &s);
 	args[0] = CStringGetTextDatum(c.tenant);
 	sm_exec(&protection, args, NULL, 1);
@@ -1272,6 +1304,7 @@ secret_set_expiry(PG_FUNCTION_ARGS)
 
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
+	sm_acl_require(&c, path, SM_CAP_UPDATE);
 	require_secret(&c, path, SM_FIND_LIVE, &s);
 	args[0] = CStringGetTextDatum(c.tenant);
 	args[1] = UUIDPGetDatum(&s.id);

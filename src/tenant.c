@@ -40,6 +40,14 @@ static char *ctx_team = NULL;
 static char *ctx_project = NULL;
 static char *ctx_user = NULL;
 
+/* A token principal assumed for the current transaction (secret_assume). */
+static MemoryContext assumed_cxt = NULL;
+static char *assumed_tenant = NULL;
+static char *assumed_subject = NULL;
+static List *assumed_groups = NIL;
+static char *assumed_team = NULL;
+static char *assumed_project = NULL;
+
 /* Forget a transaction-local tenant selection at transaction end. */
 void
 sm_tenant_xact_callback(XactEvent event, void *arg)
@@ -54,6 +62,10 @@ sm_tenant_xact_callback(XactEvent event, void *arg)
 			if (xact_tenant)
 				pfree(xact_tenant);
 			xact_tenant = NULL;
+			if (assumed_cxt)
+				MemoryContextReset(assumed_cxt);
+			assumed_tenant = assumed_subject = assumed_team = assumed_project = NULL;
+			assumed_groups = NIL;
 			break;
 		default:
 			break;
@@ -74,6 +86,62 @@ replace_setting(char **slot, const char *value)
 	*slot = (value && value[0]) ? top_strdup(value) : NULL;
 }
 
+/*
+ * Act as a verified token's principal until the transaction ends.  The
+ * caller (token.c) has verified the token and that the role is a broker.
+ */
+void
+sm_assume_principal(const char *tenant, const char *subject, List *groups,
+					const char *team, const char *project)
+{
+	MemoryContext old;
+	ListCell   *lc;
+
+	if (assumed_cxt == NULL)
+		assumed_cxt = AllocSetContextCreate(TopMemoryContext,
+											"secret_mgmt assumed principal",
+											ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(assumed_cxt);
+	old = MemoryContextSwitchTo(assumed_cxt);
+	assumed_tenant = pstrdup(tenant);
+	assumed_subject = pstrdup(subject);
+	assumed_groups = NIL;
+	foreach(lc, groups)
+		assumed_groups = lappend(assumed_groups, pstrdup(lfirst(lc)));
+	assumed_team = team ? pstrdup(team) : NULL;
+	assumed_project = project ? pstrdup(project) : NULL;
+	MemoryContextSwitchTo(old);
+}
+
+/* Is `role` a registered broker of `tenant` (the superuser never is)? */
+bool
+sm_is_broker(Oid role, const char *tenant)
+{
+	ListCell   *lc;
+
+	if (superuser_arg(role))
+		return false;
+	foreach(lc, sm_lookup_brokers(tenant))
+	{
+		SmMembership *b = lfirst(lc);
+
+		if (has_privs_of_role(role, b->member))
+			return true;
+	}
+	return false;
+}
+
+/* Refuse session-level choices inside a transaction that assumed a token. */
+static void
+refuse_when_assumed(const char *what)
+{
+	if (assumed_tenant)
+		ereport(ERROR,
+				(errcode(ERRCODE_SM_PERMISSION),
+				 errmsg("%s is not allowed after secret_assume()", what),
+				 errdetail("The tenant and context of an assumed token come from its verified claims.")));
+}
+
 static const char *
 selected_tenant(void)
 {
@@ -91,6 +159,8 @@ role_in_tenant(Oid role, const char *tenant, bool *is_admin)
 	bool		member = false;
 
 	*is_admin = false;
+	if (sm_is_broker(role, tenant))
+		return false;			/* a broker has no access of its own */
 	foreach(lc, sm_lookup_members(tenant))
 	{
 		SmMembership *m = lfirst(lc);
@@ -128,6 +198,31 @@ sm_caller_resolve(SmSession *session, SmCaller *caller, const char *path)
 	memset(caller, 0, sizeof(*caller));
 	caller->roleid = session->caller;
 	caller->is_superuser = superuser_arg(session->caller);
+
+	if (assumed_tenant)
+	{
+		ListCell   *lc;
+
+		/* The broker must still be one; then the token is the principal. */
+		if (!sm_is_broker(session->caller, assumed_tenant))
+			ereport(ERROR,
+					(errcode(ERRCODE_SM_PERMISSION),
+					 errmsg("role \"%s\" is no longer a broker of tenant \"%s\"",
+							role_name(session->caller), assumed_tenant)));
+		old = MemoryContextSwitchTo(session->caller_cxt);
+		caller->assumed = true;
+		caller->tenant = pstrdup(assumed_tenant);
+		caller->subject = pstrdup(assumed_subject);
+		foreach(lc, assumed_groups)
+			caller->groups = lappend(caller->groups, pstrdup(lfirst(lc)));
+		caller->rolename = psprintf("token:%s", assumed_subject);
+		caller->team = assumed_team ? pstrdup(assumed_team) : NULL;
+		caller->project = assumed_project ? pstrdup(assumed_project) : NULL;
+		caller->user = pstrdup(assumed_subject);
+		caller->is_superuser = false;
+		MemoryContextSwitchTo(old);
+		return;
+	}
 
 	old = MemoryContextSwitchTo(session->caller_cxt);
 	caller->rolename = role_name(session->caller);
@@ -171,7 +266,8 @@ sm_caller_resolve(SmSession *session, SmCaller *caller, const char *path)
 		{
 			SmMembership *m = lfirst(lc);
 
-			if (!has_privs_of_role(caller->roleid, m->member))
+			if (!has_privs_of_role(caller->roleid, m->member) ||
+				sm_is_broker(caller->roleid, m->tenant))
 				continue;
 			if (found == NULL)
 			{
@@ -235,8 +331,8 @@ check_tenant_name(const char *tenant)
  * added with admin => true.  Non-members and missing tenants get the same
  * answer.
  */
-static void
-require_tenant_admin(SmSession *session, const char *tenant)
+void
+sm_require_tenant_admin(SmSession *session, const char *tenant)
 {
 	bool		is_admin = false;
 
@@ -330,7 +426,7 @@ secret_tenant_add_member(PG_FUNCTION_ARGS)
 	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 	sm_enter(&session);
-	require_tenant_admin(&session, tenant);
+	sm_require_tenant_admin(&session, tenant);
 	args[0] = CStringGetTextDatum(tenant);
 	args[1] = PG_GETARG_DATUM(1);
 	args[2] = PG_GETARG_DATUM(2);
@@ -362,7 +458,7 @@ secret_tenant_remove_member(PG_FUNCTION_ARGS)
 	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 	sm_enter(&session);
-	require_tenant_admin(&session, tenant);
+	sm_require_tenant_admin(&session, tenant);
 	args[0] = CStringGetTextDatum(tenant);
 	args[1] = PG_GETARG_DATUM(1);
 	if (sm_exec(&remove, args, NULL, 0) == 0)
@@ -405,7 +501,7 @@ secret_tenant_set_purge_protection(PG_FUNCTION_ARGS)
 	enable = PG_GETARG_BOOL(1);
 
 	sm_enter(&session);
-	require_tenant_admin(&session, tenant);
+	sm_require_tenant_admin(&session, tenant);
 	arg = CStringGetTextDatum(tenant);
 	sm_exec(&get, &arg, NULL, 1);
 	if (sm_col_bool(0, 1) && !enable)
@@ -434,6 +530,7 @@ secret_use_tenant(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("local must not be null")));
 	local = PG_GETARG_BOOL(1);
+	refuse_when_assumed("secret_use_tenant()");
 
 	/* A null tenant clears the selection. */
 	if (PG_ARGISNULL(0))
@@ -474,6 +571,7 @@ secret_use_tenant(PG_FUNCTION_ARGS)
 Datum
 secret_set_context(PG_FUNCTION_ARGS)
 {
+	refuse_when_assumed("secret_set_context()");
 	replace_setting(&ctx_team, PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	replace_setting(&ctx_project, PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	replace_setting(&ctx_user, PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)));

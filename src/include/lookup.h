@@ -43,8 +43,26 @@ typedef struct SmResolved
 	int32		key_id;
 } SmResolved;
 
+/* A token verification key (its key material sealed like a value). */
+typedef struct SmTokenKey
+{
+	char	   *alg;
+	pg_uuid_t	key_uuid;
+	int32		key_id;
+	bytea	   *envelope;
+	char	   *audience;
+	char	   *issuer;
+} SmTokenKey;
+
 extern List *sm_lookup_members(const char *tenant);
+extern List *sm_lookup_grants(const char *tenant);
+extern List *sm_lookup_brokers(const char *tenant);
 extern void sm_lookup_members_changed(void);
+extern void sm_lookup_acl_changed(void);
+extern void sm_lookup_brokers_changed(void);
+extern void sm_lookup_scope(const char *tenant, const char *path,
+							const SmContext *context, char **scope, char **scope_id);
+extern bool sm_lookup_token_key(const char *tenant, const char *kid, SmTokenKey *out);
 extern bool sm_lookup_tenant_exists(const char *tenant);
 extern void sm_lookup_resolve(const char *tenant, const char *path,
 							  const SmContext *context, const char *label,

@@ -30,6 +30,7 @@ extern char *sm_key_command;
 extern int	sm_recovery_window;
 extern int	sm_cache_ttl;
 extern int	sm_data_key_rotate_after;
+extern int	sm_token_leeway;
 
 /* secret_mgmt.c */
 extern bool sm_preloaded;

@@ -11,14 +11,21 @@
 #include "access/xact.h"
 #include "query.h"
 
-/* The principal of an API call and the tenant it acts for. */
+/*
+ * The principal of an API call and the tenant it acts for: a role, or --
+ * after secret_assume() in this transaction -- a verified token's subject
+ * and groups.
+ */
 typedef struct SmCaller
 {
 	Oid			roleid;
-	char	   *rolename;
+	char	   *rolename;		/* as recorded in created_by: role or token:sub */
 	char	   *tenant;
 	bool		is_admin;		/* tenant admin or platform admin */
 	bool		is_superuser;
+	bool		assumed;		/* a token principal */
+	char	   *subject;		/* token subject */
+	List	   *groups;			/* token groups (char *) */
 	/* resolution context (NULL where unset) */
 	char	   *team;
 	char	   *project;
@@ -28,5 +35,9 @@ typedef struct SmCaller
 extern void sm_caller_resolve(SmSession *session, SmCaller *caller,
 							  const char *path);
 extern void sm_tenant_xact_callback(XactEvent event, void *arg);
+extern void sm_assume_principal(const char *tenant, const char *subject,
+								List *groups, const char *team, const char *project);
+extern bool sm_is_broker(Oid role, const char *tenant);
+extern void sm_require_tenant_admin(SmSession *session, const char *tenant);
 
 #endif							/* SECRET_MGMT_TENANT_H */

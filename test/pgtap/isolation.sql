@@ -13,6 +13,11 @@ SELECT secret_mgmt.secret_tenant_create('tap_a');
 SELECT secret_mgmt.secret_tenant_create('tap_b');
 SELECT secret_mgmt.secret_tenant_add_member('tap_a', 'tap_app_a');
 SELECT secret_mgmt.secret_tenant_add_member('tap_b', 'tap_app_b');
+SELECT secret_mgmt.secret_use_tenant('tap_a');
+SELECT secret_mgmt.secret_grant('**', 'tap_app_a', ARRAY['read', 'list', 'create', 'update', 'delete']);
+SELECT secret_mgmt.secret_use_tenant('tap_b');
+SELECT secret_mgmt.secret_grant('**', 'tap_app_b', ARRAY['read', 'list', 'create', 'update', 'delete']);
+SELECT secret_mgmt.secret_use_tenant(NULL);
 
 SET ROLE tap_app_a;
 SELECT isnt(secret_mgmt.secret_create('shared/path', 'value-of-a'), NULL, 'A creates a secret');

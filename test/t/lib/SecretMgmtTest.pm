@@ -149,7 +149,8 @@ sub new_node
 }
 
 # As the superuser in $db: a tenant $tenant, a NOLOGIN group "${role}_group"
-# that is its member, and a LOGIN role $role that inherits the group.
+# that is its member and holds the everyday capabilities on all of the
+# tenant's paths, and a LOGIN role $role that inherits the group.
 sub setup_tenant
 {
 	my ($node, $db, $tenant, $role) = @_;
@@ -159,6 +160,9 @@ sub setup_tenant
 		CREATE ROLE $role LOGIN IN ROLE ${role}_group;
 		SELECT secret_mgmt.secret_tenant_create('$tenant');
 		SELECT secret_mgmt.secret_tenant_add_member('$tenant', '${role}_group');
+		SELECT secret_mgmt.secret_use_tenant('$tenant');
+		SELECT secret_mgmt.secret_grant('**', '${role}_group',
+			ARRAY['read', 'list', 'create', 'update', 'delete']);
 	});
 	return;
 }
