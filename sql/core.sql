@@ -102,6 +102,7 @@ SELECT try($$SELECT secret_mgmt.secret_version_disable('db/password', 5)$$);
 SELECT secret_mgmt.secret_version_disable('db/password', 2);
 SELECT try($$SELECT secret_mgmt.secret_resolve('db/password', 2)$$);
 SELECT try($$SELECT secret_mgmt.secret_rollback('db/password', 2)$$);
+SELECT try($$SELECT secret_mgmt.secret_label('db/password', 'current', 2)$$);
 SELECT secret_mgmt.secret_version_enable('db/password', 2);
 SELECT secret_mgmt.secret_resolve('db/password', 2);
 SELECT secret_mgmt.secret_version_destroy('db/password', 1);

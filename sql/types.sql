@@ -41,6 +41,11 @@ SELECT secret_mgmt.secret_resolve('ty/cert') LIKE '-----BEGIN CERTIFICATE-----%'
 SELECT secret_mgmt.secret_create('ty/cert2', secret_mgmt.secret_resolve('ty/cert'), 'certificate',
                                  expires_at => '2030-01-01 00:00:00+00') IS NOT NULL AS created;
 SELECT expires_at AT TIME ZONE 'UTC' AS expires_utc FROM secret_mgmt.secret_list('ty/cert2');
+-- the certificate's expiry is recorded on its version (so each renewed
+-- certificate written as a new version carries its own), not on the secret
+SELECT secret_mgmt.secret_create('ty/cert3', secret_mgmt.secret_resolve('ty/cert'), 'certificate') IS NOT NULL AS created;
+SELECT version, expires_at AT TIME ZONE 'UTC' AS version_expires_utc
+  FROM secret_mgmt.secret_versions('ty/cert3');
 
 -- invalid values: SM007, and no part of the value in the message
 CREATE TEMP TABLE bad (type text, value text);

@@ -178,7 +178,7 @@ split(const char *s, bool is_pattern, Seg *segs, int *nsegs)
 		{
 			unsigned char c = (unsigned char) p[i];
 
-			if (!(isalnum(c) || c == '.' || c == '_' || c == '-'))
+			if (!(IS_ASCII_ALNUM(c) || c == '.' || c == '_' || c == '-'))
 				return false;
 		}
 		if (seg->kind == SEG_LITERAL &&

@@ -151,7 +151,8 @@ read_key_file(char *buf, size_t bufsize, size_t *len)
 	struct stat st;
 	ssize_t		n;
 
-	fd = open(sm_key_file, O_RDONLY | PG_BINARY, 0);
+	/* Non-blocking, so that a FIFO cannot stall server start. */
+	fd = open(sm_key_file, O_RDONLY | O_NONBLOCK | PG_BINARY, 0);
 	if (fd < 0)
 	{
 		snprintf(root_error, sizeof(root_error),
@@ -289,6 +290,13 @@ sm_keyring_root_loaded(void)
 	return root_loaded;
 }
 
+/* Why the root key is not loaded ("" when it is). */
+const char *
+sm_keyring_root_error(void)
+{
+	return root_error;
+}
+
 /* Fail closed, saying why, unless the root key is usable. */
 void
 sm_keyring_require_root(void)
@@ -297,7 +305,8 @@ sm_keyring_require_root(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_SEALED),
 				 errmsg("secret store is sealed: the root key is not loaded"),
-				 errdetail_internal("%s", root_error),
+				 superuser() ? errdetail_internal("%s", root_error) :
+				 errdetail("The server log says why."),
 				 errhint("Set secret_mgmt.key_file (a file holding 64 hex digits) or secret_mgmt.key_command and restart the server.")));
 	vault_lock();
 }

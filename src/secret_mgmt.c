@@ -99,27 +99,11 @@ _PG_init(void)
 
 	sm_keyring_load_root();
 	if (!sm_keyring_root_loaded())
-	{
-		/* Ask the store for its reason; it fails closed until restarted. */
-		PG_TRY();
-		{
-			sm_keyring_require_root();
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			edata = CopyErrorData();
-			FlushErrorState();
-			ereport(WARNING,
-					(errcode(ERRCODE_SM_SEALED),
-					 errmsg("secret_mgmt: %s", edata->message),
-					 errdetail_internal("%s", edata->detail ? edata->detail : ""),
-					 errhint("%s", edata->hint ? edata->hint : "")));
-			FreeErrorData(edata);
-		}
-		PG_END_TRY();
-	}
+		ereport(WARNING,
+				(errcode(ERRCODE_SM_SEALED),
+				 errmsg("secret_mgmt: secret store is sealed: the root key is not loaded"),
+				 errdetail_internal("%s", sm_keyring_root_error()),
+				 errhint("Set secret_mgmt.key_file (a file holding 64 hex digits) or secret_mgmt.key_command and restart the server.")));
 
 	RegisterXactCallback(sm_tenant_xact_callback, NULL);
 }

@@ -129,7 +129,7 @@ sm_check_path(const char *path)
 				problem = "A path has no \".\" or \"..\" segments.";
 			seg = i + 1;
 		}
-		else if (!(isalnum(c) || c == '.' || c == '_' || c == '-'))
+		else if (!(IS_ASCII_ALNUM(c) || c == '.' || c == '_' || c == '-'))
 			problem = "A path segment holds only letters, digits, '.', '_' and '-'.";
 	}
 	if (problem)
@@ -144,13 +144,13 @@ static void
 check_label(const char *label)
 {
 	size_t		len = strlen(label);
-	bool		ok = len >= 1 && len <= 64 && isalpha((unsigned char) label[0]);
+	bool		ok = len >= 1 && len <= 64 && IS_ASCII_ALPHA((unsigned char) label[0]);
 
 	for (size_t i = 1; ok && i < len; i++)
 	{
 		unsigned char c = (unsigned char) label[i];
 
-		ok = isalnum(c) || c == '.' || c == '_' || c == '-';
+		ok = IS_ASCII_ALNUM(c) || c == '.' || c == '_' || c == '-';
 	}
 	if (!ok)
 		ereport(ERROR,
@@ -272,23 +272,30 @@ require_secret(const SmCaller *c, const char *path, SmFind want, SmSecret *out)
 							"Only a deleted secret can be restored or purged." : NULL);
 }
 
-/* Encrypt a value as a new version of a secret and insert it. */
+/*
+ * Validate a value for the secret's type, encrypt it as a new version and
+ * insert it.  A certificate's expiry becomes the version's expiry.
+ */
 static void
-insert_version(const SmCaller *c, const pg_uuid_t *id, int32 version,
-			   const uint8 *plain, size_t len)
+insert_version(const SmCaller *c, const pg_uuid_t *id, const char *type,
+			   int32 version, const uint8 *plain, size_t len)
 {
 	static SmStmt stmt = {
 		"INSERT INTO secret_mgmt.secret_version"
-		" (tenant_id, secret_id, version, key_id, envelope, created_by)"
-		" VALUES ($1, $2, $3, $4, $5, $6)",
-		6, {TEXTOID, UUIDOID, INT4OID, INT4OID, BYTEAOID, TEXTOID}
+		" (tenant_id, secret_id, version, key_id, envelope, created_by, expires_at)"
+		" VALUES ($1, $2, $3, $4, $5, $6, $7)",
+		7, {TEXTOID, UUIDOID, INT4OID, INT4OID, BYTEAOID, TEXTOID, TIMESTAMPTZOID}
 	};
 	SmValueAad aad;
 	int32		key_id;
 	const uint8 *dek;
 	bytea	   *envelope;
-	Datum		args[6];
+	TimestampTz not_after;
+	bool		has_not_after;
+	Datum		args[7];
+	char		nulls[7] = "       ";
 
+	sm_type_validate(type, plain, len, &not_after, &has_not_after);
 	dek = sm_dek_for_encrypt(c->tenant, &key_id);
 	aad.tenant = c->tenant;
 	aad.secret_id = id->data;
@@ -302,7 +309,11 @@ insert_version(const SmCaller *c, const pg_uuid_t *id, int32 version,
 	args[3] = Int32GetDatum(key_id);
 	args[4] = PointerGetDatum(envelope);
 	args[5] = CStringGetTextDatum(c->rolename);
-	sm_exec(&stmt, args, NULL, 0);
+	if (has_not_after)
+		args[6] = TimestampTzGetDatum(not_after);
+	else
+		nulls[6] = 'n';
+	sm_exec(&stmt, args, nulls, 0);
 }
 
 /* Point a label at a version. */
@@ -673,8 +684,6 @@ create_secret(FunctionCallInfo fcinfo)
 	char	   *scope = arg_text(fcinfo, 4, "scope");
 	char	   *scope_id = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
 	char	   *backend = arg_text(fcinfo, 9, "backend");
-	TimestampTz not_after;
-	bool		has_not_after;
 	bool		has_expiry = !PG_ARGISNULL(6);
 	TimestampTz expires_at = has_expiry ? PG_GETARG_TIMESTAMPTZ(6) : 0;
 	Datum		tags;
@@ -698,12 +707,7 @@ create_secret(FunctionCallInfo fcinfo)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("tags must be a JSON object")));
-	sm_type_validate(type, value, len, &not_after, &has_not_after);
-	if (has_not_after && (!has_expiry || not_after < expires_at))
-	{
-		expires_at = not_after;
-		has_expiry = true;
-	}
+	sm_type_check_name(type);
 
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
@@ -753,7 +757,7 @@ create_secret(FunctionCallInfo fcinfo)
 				 errmsg("secret \"%s\" already exists", path),
 				 errhint("Write a new version with secret_mgmt.secret_update().")));
 	}
-	insert_version(&c, &id, 1, value, len);
+	insert_version(&c, &id, type, 1, value, len);
 	sm_leave(&session);
 
 	PG_RETURN_UUID_P(memcpy(palloc(sizeof(pg_uuid_t)), &id, sizeof(pg_uuid_t)));
@@ -788,8 +792,6 @@ update_secret(FunctionCallInfo fcinfo)
 	size_t		len;
 	uint8	   *value = arg_value(fcinfo, 1, &len);
 	int32		version;
-	TimestampTz not_after;
-	bool		has_not_after;
 
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
@@ -809,8 +811,7 @@ update_secret(FunctionCallInfo fcinfo)
 							   PG_GETARG_INT32(2), current),
 					 errhint("Read the current version and retry with its number.")));
 	}
-	sm_type_validate(s.type, value, len, &not_after, &has_not_after);
-	insert_version(&c, &s.id, version, value, len);
+	insert_version(&c, &s.id, s.type, version, value, len);
 	promote(&c, &s.id, version);
 	sm_leave(&session);
 	PG_RETURN_INT32(version);
@@ -906,7 +907,7 @@ secret_rollback(PG_FUNCTION_ARGS)
 				 errmsg("cannot roll back to version %d of secret \"%s\": it is %s",
 						to_version, path, state)));
 	plain = open_row_value(&c, &s.id, to_version, 2, CurrentMemoryContext, &len);
-	insert_version(&c, &s.id, version, plain, len);
+	insert_version(&c, &s.id, s.type, version, plain, len);
 	sm_wipe(plain, len);
 	promote(&c, &s.id, version);
 	sm_leave(&session);
@@ -973,7 +974,13 @@ secret_list(PG_FUNCTION_ARGS)
 	static SmStmt stmt = {
 		"SELECT i.path, i.scope, NULLIF(i.scope_id, ''), i.type, i.description,"
 		"       i.tags, i.backend, i.current_version, i.last_version, i.created_at,"
-		"       i.updated_at, i.expires_at, i.deleted_at"
+		"       i.updated_at,"
+		"       LEAST(i.expires_at,"
+		"             (SELECT v.expires_at FROM secret_mgmt.secret_version v"
+		"               WHERE v.tenant_id OPERATOR(pg_catalog.=) i.tenant_id"
+		"                 AND v.secret_id OPERATOR(pg_catalog.=) i.secret_id"
+		"                 AND v.version OPERATOR(pg_catalog.=) i.current_version)),"
+		"       i.deleted_at"
 		"  FROM secret_mgmt.secret_item i"
 		" WHERE i.tenant_id OPERATOR(pg_catalog.=) $1"
 		"   AND pg_catalog.starts_with(i.path, $2)"
@@ -1064,6 +1071,12 @@ secret_label(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("version %d of secret \"%s\" is destroyed", version, path)));
+		if (strcmp(label, "current") == 0 && strcmp(sm_col_text(0, 1), "enabled") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("version %d of secret \"%s\" is disabled and cannot be current",
+							version, path),
+					 errhint("Enable it first with secret_mgmt.secret_version_enable().")));
 		if (strcmp(label, "current") == 0)
 			promote(&c, &s.id, version);
 		else

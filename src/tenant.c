@@ -311,13 +311,13 @@ static void
 check_tenant_name(const char *tenant)
 {
 	size_t		len = strlen(tenant);
-	bool		ok = len >= 1 && len <= 63 && isalnum((unsigned char) tenant[0]);
+	bool		ok = len >= 1 && len <= 63 && IS_ASCII_ALNUM((unsigned char) tenant[0]);
 
 	for (size_t i = 0; ok && i < len; i++)
 	{
 		unsigned char c = (unsigned char) tenant[i];
 
-		ok = isalnum(c) || c == '.' || c == '_' || c == '-';
+		ok = IS_ASCII_ALNUM(c) || c == '.' || c == '_' || c == '-';
 	}
 	if (!ok)
 		ereport(ERROR,
@@ -427,6 +427,18 @@ secret_tenant_add_member(PG_FUNCTION_ARGS)
 
 	sm_enter(&session);
 	sm_require_tenant_admin(&session, tenant);
+
+	/*
+	 * A tenant administrator adds only roles it administers in PostgreSQL,
+	 * so it cannot make another tenant's role a member of two tenants.
+	 */
+	if (!superuser_arg(session.caller) &&
+		!is_admin_of_role(session.caller, DatumGetObjectId(PG_GETARG_DATUM(1))))
+		ereport(ERROR,
+				(errcode(ERRCODE_SM_PERMISSION),
+				 errmsg("permission denied to add role \"%s\" to tenant \"%s\"",
+						role_name(DatumGetObjectId(PG_GETARG_DATUM(1))), tenant),
+				 errdetail("A tenant administrator adds only roles it holds with ADMIN OPTION.")));
 	args[0] = CStringGetTextDatum(tenant);
 	args[1] = PG_GETARG_DATUM(1);
 	args[2] = PG_GETARG_DATUM(2);

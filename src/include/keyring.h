@@ -15,6 +15,7 @@
 
 extern void sm_keyring_load_root(void);
 extern bool sm_keyring_root_loaded(void);
+extern const char *sm_keyring_root_error(void);
 extern void sm_keyring_require_root(void);
 extern const char *sm_keyring_kek_id(void);
 extern void sm_keyring_forget(void);

@@ -21,6 +21,10 @@
 #define ERRCODE_SM_BACKEND			MAKE_SQLSTATE('S','M','0','0','6')
 #define ERRCODE_SM_INVALID_VALUE	MAKE_SQLSTATE('S','M','0','0','7')
 
+/* Names and paths are ASCII, whatever the server's locale. */
+#define IS_ASCII_ALPHA(c)	(((c) >= 'A' && (c) <= 'Z') || ((c) >= 'a' && (c) <= 'z'))
+#define IS_ASCII_ALNUM(c)	(IS_ASCII_ALPHA(c) || ((c) >= '0' && (c) <= '9'))
+
 /* Largest value the store accepts, in bytes. */
 #define SM_MAX_VALUE_BYTES			(16 * 1024 * 1024)
 
