@@ -622,7 +622,7 @@ require_delegation(const SmCaller *c, const char *pattern, uint32 caps)
 	uint32		denied = 0;
 	ListCell   *lc;
 
-	if (c->is_admin)
+	if (c->is_admin || caps == 0)
 		return;
 	foreach(lc, sm_lookup_grants(c->tenant))
 	{
@@ -644,6 +644,25 @@ require_delegation(const SmCaller *c, const char *pattern, uint32 caps)
 				 errmsg("permission denied to grant on \"%s\"", pattern),
 				 errdetail("Granting needs the grant capability and every capability granted, on a pattern covering \"%s\".",
 						   pattern)));
+}
+
+/* The capabilities of the grantee's rules (allow and deny) on exactly `pattern`. */
+static uint32
+rule_caps(const SmCaller *c, const char *pattern, const SmGrantee *grantee)
+{
+	uint32		caps = 0;
+	ListCell   *lc;
+
+	foreach(lc, sm_lookup_grants(c->tenant))
+	{
+		const SmGrant *g = lfirst(lc);
+
+		if (g->kind == grantee->kind && strcmp(g->pattern, pattern) == 0 &&
+			(g->kind == SM_GRANTEE_ROLE ? g->role == grantee->role :
+			 strcmp(g->name, grantee->name) == 0))
+			caps |= g->caps;
+	}
+	return caps;
 }
 
 /* Shared body of secret_grant and secret_deny. */
@@ -785,7 +804,8 @@ secret_revoke(PG_FUNCTION_ARGS)
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	grantee = parse_grantee(text_to_cstring(PG_GETARG_TEXT_PP(1)), &c);
-	require_delegation(&c, pattern, caps);
+	/* Revoking needs delegation of what is actually taken away. */
+	require_delegation(&c, pattern, caps & rule_caps(&c, pattern, &grantee));
 
 	args[0] = CStringGetTextDatum(c.tenant);
 	args[1] = CStringGetTextDatum(pattern);
@@ -834,6 +854,8 @@ principal_for(FunctionCallInfo fcinfo, int argno, const SmCaller *caller,
 	who->assumed = g.kind != SM_GRANTEE_ROLE;
 	who->groups = NIL;
 	who->subject = NULL;
+	who->is_admin = false;		/* a token principal is never an administrator */
+	who->is_superuser = false;
 	if (g.kind == SM_GRANTEE_TOKEN)
 		who->subject = g.name;
 	else if (g.kind == SM_GRANTEE_GROUP)

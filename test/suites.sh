@@ -59,13 +59,13 @@ prove_counts() {  # suite logfile exitcode
     report "$1" $((total - bad > 0 ? total - bad : 0)) "$bad"
 }
 
-# 1. pg_regress: sql/<name>.sql against expected/<name>.out
-tests=$(ls sql/*.sql | sed -n 's|^sql/\([^-]*\)\.sql$|\1|p' | sort)
+# 1. pg_regress: sql/<name>.sql against expected/<name>.out, in the order
+#    of test/schedule
 if want regress; then
 "$pgxs/src/test/regress/pg_regress" \
     --temp-instance="$work/regress_instance" --temp-config="$work/keys/preload.conf" \
     --bindir="$bindir" --inputdir=. --outputdir="$work/regress_out" \
-    --dbname=contrib_regression $tests > regress.log 2>&1
+    --dbname=contrib_regression --schedule=test/schedule > regress.log 2>&1
 rc=$?
 cat regress.log
 [ $rc = 0 ] || cat "$work/regress_out/regression.diffs" 2>/dev/null
