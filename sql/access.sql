@@ -107,6 +107,14 @@ SET ROLE regress_acl_admin;
 SELECT secret_mgmt.secret_grant('app/**', 'regress_acl_app', ARRAY['read', 'list', 'grant']);
 RESET ROLE;
 SET ROLE regress_acl_app;
+-- app/+/password (read only) is more specific than app/** for some paths
+-- of app/db/*, so there the application does not hold grant
+SELECT try($$SELECT secret_mgmt.secret_grant('app/db/*', 'regress_acl_other', ARRAY['read'])$$);
+RESET ROLE;
+SET ROLE regress_acl_admin;
+SELECT secret_mgmt.secret_revoke('app/+/password', 'regress_acl_app');
+RESET ROLE;
+SET ROLE regress_acl_app;
 SELECT secret_mgmt.secret_grant('app/db/*', 'regress_acl_other', ARRAY['read']);
 SELECT try($$SELECT secret_mgmt.secret_grant('app/db/*', 'regress_acl_other', ARRAY['update'])$$);
 SELECT try($$SELECT secret_mgmt.secret_grant('**', 'regress_acl_other', ARRAY['read'])$$);
@@ -122,6 +130,20 @@ SET ROLE regress_acl_app;
 SELECT try($$SELECT secret_mgmt.secret_grant('app/db/*', 'regress_acl_other', ARRAY['read'])$$);
 SELECT secret_mgmt.secret_grant('app/api/*', 'regress_acl_other', ARRAY['read']);
 RESET ROLE;
+-- a delegated grant may not outlive the granter's own
+SET ROLE regress_acl_admin;
+SELECT secret_mgmt.secret_grant('cfg/**', 'regress_acl_app', ARRAY['read', 'grant'],
+                                expires_at => now() + interval '1 day');
+RESET ROLE;
+SET ROLE regress_acl_app;
+SELECT try($$SELECT secret_mgmt.secret_grant('cfg/x', 'regress_acl_app', ARRAY['read'])$$);
+SELECT try($$SELECT secret_mgmt.secret_grant('cfg/x', 'regress_acl_other', ARRAY['read'],
+                                              expires_at => now() + interval '2 days')$$);
+SELECT secret_mgmt.secret_grant('cfg/x', 'regress_acl_other', ARRAY['read'],
+                                expires_at => now() + interval '1 hour');
+-- grant holders see the rules they could change
+SELECT pattern, grantee, capabilities FROM secret_mgmt.secret_grants() ORDER BY 1, 2;
+RESET ROLE;
 
 -- checking another principal is for administrators and grant holders
 SET ROLE regress_acl_ops;
@@ -131,7 +153,9 @@ SET ROLE regress_acl_admin;
 SELECT secret_mgmt.secret_check('app/db/password', 'read', 'regress_acl_app') AS app_reads,
        secret_mgmt.secret_check('app/db/replica', 'read', 'regress_acl_app') AS app_reads_replica,
        secret_mgmt.secret_check('app/db/password', 'read', 'token:alice') AS alice_reads,
-       secret_mgmt.secret_check('anything', 'admin', 'regress_acl_admin') AS admin_is_admin;
+       secret_mgmt.secret_check('anything', 'admin', 'regress_acl_admin') AS admin_is_admin,
+       secret_mgmt.secret_check('app/db/password', 'read', 'regress_acl_other') AS outsider_reads;
+SELECT try($$SELECT secret_mgmt.secret_check('a//b', 'read')$$);
 RESET ROLE;
 
 -- argument errors

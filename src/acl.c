@@ -40,6 +40,7 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "lookup.h"
+#include "store.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -407,7 +408,7 @@ grant_applies(const SmGrant *g, const SmCaller *c, TimestampTz now)
 	switch (g->kind)
 	{
 		case SM_GRANTEE_ROLE:
-			return !c->assumed && has_privs_of_role(c->roleid, g->role);
+			return !c->assumed && !c->as_tenant && has_privs_of_role(c->roleid, g->role);
 		case SM_GRANTEE_TOKEN:
 			return c->assumed && strcmp(g->name, c->subject) == 0;
 		case SM_GRANTEE_GROUP:
@@ -421,7 +422,7 @@ grant_applies(const SmGrant *g, const SmCaller *c, TimestampTz now)
 			}
 			return false;
 		case SM_GRANTEE_TENANT:
-			return false;
+			return c->as_tenant && strcmp(g->name, c->as_tenant) == 0;
 	}
 	return false;
 }
@@ -442,6 +443,8 @@ sm_acl_decide(const SmCaller *c, const char *path, uint32 cap)
 		d.rule = "admin";
 		return d;
 	}
+	if (c->outsider)
+		return d;
 	foreach(lc, sm_lookup_grants(c->tenant))
 	{
 		const SmGrant *g = lfirst(lc);
@@ -509,24 +512,14 @@ sm_acl_require(const SmCaller *c, const char *path, uint32 cap)
 bool
 sm_acl_tenant_may_read_global(const char *tenant, const char *path)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	bool		allowed = false;
-	ListCell   *lc;
+	SmCaller	as_tenant;
 
-	foreach(lc, sm_lookup_grants("global"))
-	{
-		const SmGrant *g = lfirst(lc);
-
-		if (g->kind != SM_GRANTEE_TENANT || strcmp(g->name, tenant) != 0 ||
-			(g->has_expiry && g->expires_at <= now) ||
-			!sm_pattern_match(g->pattern, path))
-			continue;
-		if (g->deny && (g->caps & (SM_CAP_READ | SM_CAP_ADMIN)))
-			return false;
-		if (!g->deny && (g->caps & (SM_CAP_READ | SM_CAP_ADMIN)))
-			allowed = true;
-	}
-	return allowed;
+	/* The tenant itself is the principal, judged by the usual rules. */
+	memset(&as_tenant, 0, sizeof(as_tenant));
+	as_tenant.roleid = InvalidOid;
+	as_tenant.tenant = "global";
+	as_tenant.as_tenant = tenant;
+	return sm_acl_decide(&as_tenant, path, SM_CAP_READ).allowed;
 }
 
 /* ---------------------------------------------------------------------
@@ -609,24 +602,26 @@ grantee_text(const SmGrant *g)
 }
 
 /*
- * Require that the caller may grant, deny or revoke `caps` on `pattern`:
- * a tenant administrator, or a holder of `grant` and of each capability
- * through allows covering the pattern with no overlapping deny.
+ * What the caller may delegate on `pattern`: the capabilities of its most
+ * specific allows that cover the pattern, less those of any more specific
+ * allow that overlaps it (which decides for some of its paths), less every
+ * capability of an overlapping deny.  *limit receives the earliest expiry
+ * among the rules that gave them (0 when none expires).
  */
-static void
-require_delegation(const SmCaller *c, const char *pattern, uint32 caps)
+static uint32
+delegable_caps(const SmCaller *c, const char *pattern, TimestampTz *limit)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	uint32		need = caps | SM_CAP_GRANT;
+	const SmGrant *best = NULL;
 	uint32		held = 0;
 	uint32		denied = 0;
 	ListCell   *lc;
 
-	if (c->is_admin || caps == 0)
-		return;
+	*limit = 0;
 	foreach(lc, sm_lookup_grants(c->tenant))
 	{
 		const SmGrant *g = lfirst(lc);
+		int			cmp;
 
 		if (!grant_applies(g, c, now))
 			continue;
@@ -634,16 +629,77 @@ require_delegation(const SmCaller *c, const char *pattern, uint32 caps)
 		{
 			if (sm_pattern_overlaps(g->pattern, pattern))
 				denied |= (g->caps & SM_CAP_ADMIN) ? SM_CAP_ALL : g->caps;
+			continue;
 		}
-		else if (sm_pattern_covers(g->pattern, pattern))
-			held |= (g->caps & SM_CAP_ADMIN) ? SM_CAP_ALL : g->caps;
+		if (!sm_pattern_covers(g->pattern, pattern))
+			continue;
+		cmp = best ? specificity_cmp(g->pattern, best->pattern) : 1;
+		if (cmp > 0)
+		{
+			best = g;
+			held = g->caps;
+			*limit = g->has_expiry ? g->expires_at : 0;
+		}
+		else if (cmp == 0)
+		{
+			held |= g->caps;
+			if (g->has_expiry && (*limit == 0 || g->expires_at < *limit))
+				*limit = g->expires_at;
+		}
 	}
-	if ((held & ~denied & need) != need)
+	if (best == NULL)
+		return 0;
+	foreach(lc, sm_lookup_grants(c->tenant))
+	{
+		const SmGrant *g = lfirst(lc);
+
+		if (!g->deny && grant_applies(g, c, now) &&
+			specificity_cmp(g->pattern, best->pattern) > 0 &&
+			sm_pattern_overlaps(g->pattern, pattern))
+			held &= (g->caps & SM_CAP_ADMIN) ? SM_CAP_ALL : g->caps;
+	}
+	if (held & SM_CAP_ADMIN)
+		held = SM_CAP_ALL;
+	return held & ~denied;
+}
+
+/*
+ * Require that the caller may grant, deny or revoke `caps` on `pattern`
+ * until `expires` (0: for ever): a tenant administrator, or a holder of
+ * `grant` and of each capability it passes on (see delegable_caps), whose
+ * own rules last at least as long.
+ */
+static void
+require_delegation(const SmCaller *c, const char *pattern, uint32 caps,
+				   TimestampTz expires)
+{
+	uint32		need = caps | SM_CAP_GRANT;
+	TimestampTz limit;
+
+	if (c->is_admin || caps == 0)
+		return;
+	if ((delegable_caps(c, pattern, &limit) & need) != need)
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_PERMISSION),
 				 errmsg("permission denied to grant on \"%s\"", pattern),
 				 errdetail("Granting needs the grant capability and every capability granted, on a pattern covering \"%s\".",
 						   pattern)));
+	if (limit != 0 && (expires == 0 || expires > limit))
+		ereport(ERROR,
+				(errcode(ERRCODE_SM_PERMISSION),
+				 errmsg("a grant on \"%s\" may not outlive the granter's own", pattern),
+				 errdetail("The rules that allow this delegation expire at %s.",
+						   timestamptz_to_str(limit)),
+				 errhint("Give an expires_at no later than that.")));
+}
+
+/* May the caller change rules on `pattern` at all (for listing them)? */
+static bool
+may_delegate(const SmCaller *c, const char *pattern)
+{
+	TimestampTz limit;
+
+	return c->is_admin || (delegable_caps(c, pattern, &limit) & SM_CAP_GRANT) != 0;
 }
 
 /* The capabilities of the grantee's rules (allow and deny) on exactly `pattern`. */
@@ -715,7 +771,9 @@ add_rule(FunctionCallInfo fcinfo, bool deny)
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	grantee = parse_grantee(grantee_arg, &c);
-	require_delegation(&c, pattern, caps);
+	require_delegation(&c, pattern, caps,
+					   (deny || PG_NARGS() < 4 || PG_ARGISNULL(3)) ? 0 :
+					   PG_GETARG_TIMESTAMPTZ(3));
 
 	args[0] = CStringGetTextDatum(c.tenant);
 	sm_exec(&lock_tenant, args, NULL, 1);
@@ -805,7 +863,7 @@ secret_revoke(PG_FUNCTION_ARGS)
 	sm_caller_resolve(&session, &c, NULL);
 	grantee = parse_grantee(text_to_cstring(PG_GETARG_TEXT_PP(1)), &c);
 	/* Revoking needs delegation of what is actually taken away. */
-	require_delegation(&c, pattern, caps & rule_caps(&c, pattern, &grantee));
+	require_delegation(&c, pattern, caps & rule_caps(&c, pattern, &grantee), 0);
 
 	args[0] = CStringGetTextDatum(c.tenant);
 	args[1] = CStringGetTextDatum(pattern);
@@ -870,11 +928,12 @@ principal_for(FunctionCallInfo fcinfo, int argno, const SmCaller *caller,
 	else
 	{
 		bool		is_admin = false;
+		bool		member = false;
 
 		who->roleid = g.role;
 		who->is_superuser = superuser_arg(g.role);
 		who->is_admin = who->is_superuser;
-		if (!who->is_admin)
+		if (!who->is_admin && !sm_is_broker(g.role, caller->tenant))
 		{
 			ListCell   *lc;
 
@@ -883,10 +942,15 @@ principal_for(FunctionCallInfo fcinfo, int argno, const SmCaller *caller,
 				SmMembership *m = lfirst(lc);
 
 				if (has_privs_of_role(g.role, m->member))
+				{
+					member = true;
 					is_admin |= m->is_admin;
+				}
 			}
 			who->is_admin = is_admin;
 		}
+		/* A role outside the tenant holds nothing there, whatever its grants. */
+		who->outsider = !who->is_admin && !member;
 	}
 }
 
@@ -905,6 +969,7 @@ secret_check(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("path and capability must not be null")));
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	sm_check_path(path);
 	cap = sm_cap_parse(text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, NULL);
@@ -933,6 +998,7 @@ secret_explain_access(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("path must not be null")));
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	sm_check_path(path);
 	InitMaterializedSRF(fcinfo, 0);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, NULL);
@@ -991,7 +1057,7 @@ secret_grants(PG_FUNCTION_ARGS)
 		bool		nulls[5] = {false};
 
 		/* Each rule is shown to those who could change it. */
-		if (!c.is_admin && !sm_acl_allows(&c, g->pattern, SM_CAP_GRANT))
+		if (!may_delegate(&c, g->pattern))
 			continue;
 		values[0] = CStringGetTextDatum(g->pattern);
 		values[1] = CStringGetTextDatum(grantee_text(g));

@@ -197,6 +197,19 @@ read_snapshot(void)
 }
 
 /*
+ * The snapshot the access caches are loaded with: the latest, whatever the
+ * isolation level.  A cache outlives the transaction that loads it, so it
+ * must never be filled from an older REPEATABLE READ snapshot that misses
+ * a committed revoke.
+ */
+static Snapshot
+cache_snapshot(void)
+{
+	CommandCounterIncrement();
+	return RegisterSnapshot(GetLatestSnapshot());
+}
+
+/*
  * An open scan of one table through its unique index.  Like the executor
  * (and unlike systable_endscan), the locks stay until transaction end, so
  * repeated calls in a transaction take them once; each row is deformed
@@ -360,7 +373,7 @@ cached_rows(SmCacheId id, const char *tenant)
 		cache_rows[id] = NIL;
 		/* Valid from here on, unless an invalidation arrives meanwhile. */
 		cache_ok[id] = true;
-		snap = read_snapshot();
+		snap = cache_snapshot();
 		scan_begin(&s, cache_rel[id], snap, 0, NULL);
 		old = MemoryContextSwitchTo(cache_cxt[id]);
 		while (scan_next(&s))

@@ -106,6 +106,7 @@ _PG_init(void)
 				 errhint("Set secret_mgmt.key_file (a file holding 64 hex digits) or secret_mgmt.key_command and restart the server.")));
 
 	RegisterXactCallback(sm_tenant_xact_callback, NULL);
+	RegisterSubXactCallback(sm_tenant_subxact_callback, NULL);
 }
 
 /* Refuse to work unless preloaded, saying how to fix it. */

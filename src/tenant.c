@@ -47,6 +47,9 @@ static char *assumed_subject = NULL;
 static List *assumed_groups = NIL;
 static char *assumed_team = NULL;
 static char *assumed_project = NULL;
+static SubTransactionId assumed_subxact = InvalidSubTransactionId;
+
+static void forget_assumed(void);
 
 /* Forget a transaction-local tenant selection at transaction end. */
 void
@@ -62,10 +65,7 @@ sm_tenant_xact_callback(XactEvent event, void *arg)
 			if (xact_tenant)
 				pfree(xact_tenant);
 			xact_tenant = NULL;
-			if (assumed_cxt)
-				MemoryContextReset(assumed_cxt);
-			assumed_tenant = assumed_subject = assumed_team = assumed_project = NULL;
-			assumed_groups = NIL;
+			forget_assumed();
 			break;
 		default:
 			break;
@@ -84,6 +84,29 @@ replace_setting(char **slot, const char *value)
 	if (*slot)
 		pfree(*slot);
 	*slot = (value && value[0]) ? top_strdup(value) : NULL;
+}
+
+static void
+forget_assumed(void)
+{
+	if (assumed_cxt)
+		MemoryContextReset(assumed_cxt);
+	assumed_tenant = assumed_subject = assumed_team = assumed_project = NULL;
+	assumed_groups = NIL;
+	assumed_subxact = InvalidSubTransactionId;
+}
+
+/* ROLLBACK TO SAVEPOINT undoes a secret_assume() made after the savepoint. */
+void
+sm_tenant_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						   SubTransactionId parentSubid, void *arg)
+{
+	if (assumed_tenant == NULL || mySubid != assumed_subxact)
+		return;
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		forget_assumed();
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+		assumed_subxact = parentSubid;
 }
 
 /*
@@ -110,6 +133,7 @@ sm_assume_principal(const char *tenant, const char *subject, List *groups,
 		assumed_groups = lappend(assumed_groups, pstrdup(lfirst(lc)));
 	assumed_team = team ? pstrdup(team) : NULL;
 	assumed_project = project ? pstrdup(project) : NULL;
+	assumed_subxact = GetCurrentSubTransactionId();
 	MemoryContextSwitchTo(old);
 }
 

@@ -48,6 +48,7 @@
 #include "lookup.h"
 #include "miscadmin.h"
 #include "tenant.h"
+#include "utils/acl.h"
 #include "types.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -439,7 +440,7 @@ secret_assume(PG_FUNCTION_ARGS)
 	if (!IsTransactionBlock())
 		ereport(WARNING,
 				(errcode(ERRCODE_NO_ACTIVE_SQL_TRANSACTION),
-				 errmsg("secret_assume() outside a transaction block has no effect"),
+				 errmsg("secret_assume() outside a transaction block lasts only for this statement"),
 				 errhint("Call it after BEGIN; the principal lasts until the transaction ends.")));
 	sm_assume_principal(tenant, subject, groups_claim(claims),
 						string_claim(claims, "team", false),
@@ -599,6 +600,13 @@ secret_broker_add(PG_FUNCTION_ARGS)
 				 errdetail("A broker must be a role with no access of its own.")));
 	sm_enter(&session);
 	sm_require_tenant_admin(&session, tenant);
+	/* As for members: a tenant administrator registers only roles it administers. */
+	if (!superuser_arg(session.caller) &&
+		!is_admin_of_role(session.caller, DatumGetObjectId(PG_GETARG_DATUM(1))))
+		ereport(ERROR,
+				(errcode(ERRCODE_SM_PERMISSION),
+				 errmsg("permission denied to register a broker for tenant \"%s\"", tenant),
+				 errdetail("A tenant administrator registers only roles it holds with ADMIN OPTION.")));
 	args[0] = CStringGetTextDatum(tenant);
 	args[1] = PG_GETARG_DATUM(1);
 	args[2] = CStringGetTextDatum(GetUserNameFromId(session.caller, false));

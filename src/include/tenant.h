@@ -26,6 +26,8 @@ typedef struct SmCaller
 	bool		assumed;		/* a token principal */
 	char	   *subject;		/* token subject */
 	List	   *groups;			/* token groups (char *) */
+	const char *as_tenant;		/* a tenant as principal (tenant: grants) */
+	bool		outsider;		/* examined principal outside the tenant */
 	/* resolution context (NULL where unset) */
 	char	   *team;
 	char	   *project;
@@ -35,6 +37,8 @@ typedef struct SmCaller
 extern void sm_caller_resolve(SmSession *session, SmCaller *caller,
 							  const char *path);
 extern void sm_tenant_xact_callback(XactEvent event, void *arg);
+extern void sm_tenant_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+									   SubTransactionId parentSubid, void *arg);
 extern void sm_assume_principal(const char *tenant, const char *subject,
 								List *groups, const char *team, const char *project);
 extern bool sm_is_broker(Oid role, const char *tenant);
