@@ -5,7 +5,7 @@ set -eu
 
 PKGS="postgresql-15 postgresql-server-dev-15 \
 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl \
-libcurl4-openssl-dev libssl-dev libipc-run-perl make gcc openssl"
+libcurl4-openssl-dev libssl-dev libipc-run-perl make gcc openssl pgbouncer"
 
 missing=""
 for p in $PKGS; do
