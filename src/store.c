@@ -23,6 +23,7 @@
  */
 #include "postgres.h"
 
+#include "backend.h"
 #include "catalog/pg_type.h"
 #include "crypto.h"
 #include "fmgr.h"
@@ -1284,4 +1285,81 @@ secret_set_expiry(PG_FUNCTION_ARGS)
 		sm_report_not_found(path, NULL);
 	sm_leave(&session);
 	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------------
+ * Backend credentials
+ *
+ * Backends (backend_vault.c) read their credentials -- a Vault token, an
+ * AppRole login -- from secrets of the global platform tenant, internally
+ * and whoever the caller is: the configuration naming the secret was made
+ * by the platform administrator.  Nothing here is reachable from SQL, and
+ * nothing returns the value to a caller.
+ * ---------------------------------------------------------------------
+ */
+
+/* Validate a secret path (for configurations that name one). */
+void
+sm_check_secret_path(const char *path)
+{
+	check_path(path);
+}
+
+/* Find the current version of a global-tenant secret; false if unusable. */
+static bool
+platform_lookup(const char *path, SmResolved *r)
+{
+	SmContext	context = {NULL, NULL, NULL};
+
+	sm_lookup_resolve("global", path, &context, "current", false, 0, r);
+	return r->found_secret && r->found_version && !r->expired &&
+		strcmp(r->state, "enabled") == 0 && r->envelope != NULL;
+}
+
+bool
+sm_platform_secret_exists(const char *path)
+{
+	SmResolved	r;
+
+	return platform_lookup(path, &r);
+}
+
+/*
+ * The value of a global-tenant secret, in a wiped allocation in the
+ * current memory context.  For backend credentials only.
+ */
+uint8 *
+sm_platform_secret(const char *path, size_t *len)
+{
+	SmResolved	r;
+	SmValueAad	aad;
+	const uint8 *dek;
+	bytea	   *wrapped;
+	char	   *kek_id;
+
+	if (!platform_lookup(path, &r))
+		ereport(ERROR,
+				(errcode(ERRCODE_SM_BACKEND),
+				 errmsg("backend credential secret \"%s\" cannot be read", path),
+				 errdetail("It does not exist in the global tenant, or its current version is disabled or expired."),
+				 errhint("Nothing was changed.  The platform administrator stores backend credentials as secrets of the global tenant.")));
+	aad.tenant = "global";
+	aad.secret_id = r.secret_id.data;
+	aad.version = r.version;
+	aad.key_id = r.key_id;
+	if ((dek = sm_dek_cached("global", r.key_id)) != NULL)
+	{
+		uint8	   *plain = sm_envelope_try_open(dek, &aad, r.envelope, len);
+
+		if (plain != NULL)
+			return plain;
+		sm_dek_evict("global", r.key_id);
+	}
+	if (!sm_lookup_data_key("global", r.key_id, &wrapped, &kek_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_SM_INTEGRITY),
+				 errmsg("secret value failed its integrity check"),
+				 errdetail("Its data key is missing.")));
+	dek = sm_dek_for_decrypt("global", r.key_id, wrapped, kek_id);
+	return sm_envelope_open(dek, &aad, r.envelope, len);
 }

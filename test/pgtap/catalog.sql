@@ -7,7 +7,7 @@ SELECT plan(14);
 SELECT is(
     (SELECT count(*) FROM pg_class
       WHERE relnamespace = 'secret_mgmt'::regnamespace AND relkind IN ('r', 'p')),
-    6::bigint, 'the extension has its six tables');
+    7::bigint, 'the extension has its seven tables');
 
 SELECT is(
     (SELECT array_agg(relname::text ORDER BY relname) FROM pg_class
@@ -66,7 +66,8 @@ SELECT is(
                     'secret_update_jsonb', 'secret_rollback', 'secret_versions',
                     'secret_list', 'secret_label', 'secret_version_disable',
                     'secret_version_enable', 'secret_version_destroy', 'secret_set_expiry',
-                    'secret_delete', 'secret_restore', 'secret_purge'))),
+                    'secret_delete', 'secret_restore', 'secret_purge',
+                    'secret_backend_create', 'secret_rekey'))),
     NULL, 'PUBLIC executes only functions that check their caller');
 
 SELECT is(
