@@ -315,6 +315,18 @@ vault_fail(const SmVaultConfig *cfg, const SmHttpResponse *resp, const char *wha
 			 errhint("%s", hint)));
 }
 
+/* Raise SM006 for an answer that is not the JSON expected. */
+static void
+invalid_response(const SmVaultConfig *cfg, SmHttpResponse *resp, const char *what)
+{
+	sm_http_free(resp);
+	ereport(ERROR,
+			(errcode(ERRCODE_SM_BACKEND),
+			 errmsg("vault at %s sent an invalid response", cfg->address),
+			 errdetail("The answer to %s is not the JSON expected.", what),
+			 errhint("Nothing was changed.")));
+}
+
 /* Fill the header lines common to every request; returns the next index. */
 static int
 base_headers(const SmVaultConfig *cfg, SmHttpRequest *req, char *token_header)
@@ -539,7 +551,10 @@ token_adopt(const SmVaultConfig *cfg, const uint8 *id, const uint8 *cred, size_t
 		vault_fail(cfg, &resp, "look up its token", false);
 	}
 	if (!sm_json_pick(resp.body, resp.body_len, &d))
-		memset(d.values, 0, sizeof(d.values));
+	{
+		sm_wipe(token, len);
+		invalid_response(cfg, &resp, "the token lookup");
+	}
 	sm_http_free(&resp);
 	slot = token_store(id, token, field_int(d.values[0]), field_bool(d.values[1]));
 	sm_json_forget(&d);
@@ -569,7 +584,7 @@ token_renew(const SmVaultConfig *cfg, TokenSlot *slot)
 	if (resp.status != 200)
 		vault_fail(cfg, &resp, "renew its token", false);
 	if (!sm_json_pick(resp.body, resp.body_len, &a))
-		memset(a.values, 0, sizeof(a.values));
+		invalid_response(cfg, &resp, "the token renewal");
 	sm_http_free(&resp);
 	lease = field_int(a.values[0]);
 	slot->renewable = field_bool(a.values[1]);

@@ -28,7 +28,7 @@
  *	- a circuit breaker per endpoint, in shared memory: after
  *	  secret_mgmt.http_breaker_failures consecutive failures every process
  *	  fails fast for secret_mgmt.http_breaker_cooldown seconds, then one
- *	  request probes the endpoint again.  The breaker's spinlock is never
+ *	  request at a time probes the endpoint again.  The breaker's spinlock is never
  *	  held across network I/O.
  *
  * Nothing here writes a header, a body or a URL with credentials to the
@@ -69,9 +69,8 @@
 typedef struct BreakerSlot
 {
 	char		endpoint[BREAKER_KEY_LEN];
-	int			failures;
-	TimestampTz open_until;
-	bool		probing;
+	int			failures;		/* consecutive */
+	TimestampTz open_until;		/* refuse until then, once open */
 	TimestampTz last_used;
 } BreakerSlot;
 
@@ -169,7 +168,10 @@ breaker_slot(const char *endpoint)
 
 /*
  * May a request to `endpoint` go out now?  False while the breaker is
- * open; once the cooldown is over exactly one caller probes.
+ * open.  Once the cooldown is over, the first caller probes and the
+ * breaker stays closed to everybody else for another cooldown: if the
+ * probe never reports (it was cancelled, say), the next caller after that
+ * probes instead.
  */
 static bool
 breaker_admit(const char *endpoint, int *retry_in_s)
@@ -186,13 +188,14 @@ breaker_admit(const char *endpoint, int *retry_in_s)
 		s->last_used = now;
 		if (s->failures >= sm_http_breaker_failures)
 		{
-			if (now < s->open_until || s->probing)
+			if (now < s->open_until)
 			{
 				admit = false;
 				*retry_in_s = (int) Max(1, (s->open_until - now) / USECS_PER_SEC);
 			}
 			else
-				s->probing = true;
+				s->open_until = TimestampTzPlusMilliseconds(now,
+															(int64) sm_http_breaker_cooldown * 1000);
 		}
 	}
 	SpinLockRelease(&breakers->mutex);
@@ -209,7 +212,6 @@ breaker_record(const char *endpoint, bool ok)
 	{
 		BreakerSlot *s = breaker_slot(endpoint);
 
-		s->probing = false;
 		if (ok)
 			s->failures = 0;
 		else if (++s->failures >= sm_http_breaker_failures)
@@ -675,40 +677,45 @@ pick_pop(PickState *st)
 		pfree(st->path[st->depth]);
 }
 
-static void
+static SM_JSON_ACTION
 pick_field_start(void *state, char *fname, bool isnull)
 {
 	pick_push((PickState *) state, fname);
+	SM_JSON_ACTION_DONE;
 }
 
-static void
+static SM_JSON_ACTION
 pick_field_end(void *state, char *fname, bool isnull)
 {
 	pick_pop((PickState *) state);
+	SM_JSON_ACTION_DONE;
 }
 
-static void
+static SM_JSON_ACTION
 pick_array_start(void *state)
 {
 	PickState  *st = (PickState *) state;
 
 	if (st->depth < JSON_MAX_DEPTH)
 		st->index[st->depth] = 0;
+	SM_JSON_ACTION_DONE;
 }
 
-static void
+static SM_JSON_ACTION
 pick_elem_start(void *state, bool isnull)
 {
 	PickState  *st = (PickState *) state;
 	int			i = st->depth < JSON_MAX_DEPTH ? st->index[st->depth]++ : 0;
 
 	pick_push(st, psprintf("%d", i));
+	SM_JSON_ACTION_DONE;
 }
 
-static void
+static SM_JSON_ACTION
 pick_elem_end(void *state, bool isnull)
 {
 	pick_pop((PickState *) state);
+	SM_JSON_ACTION_DONE;
 }
 
 /* Does the current path equal the dotted `want`? */
@@ -736,7 +743,7 @@ pick_path_is(PickState *st, const char *want)
 	return *p == '\0';
 }
 
-static void
+static SM_JSON_ACTION
 pick_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	PickState  *st = (PickState *) state;
@@ -755,6 +762,7 @@ pick_scalar(void *state, char *token, JsonTokenType tokentype)
 		}
 	sm_wipe(token, len);
 	pfree(token);
+	SM_JSON_ACTION_DONE;
 }
 
 /*
@@ -785,16 +793,12 @@ sm_json_pick(const char *json, size_t len, SmJsonFields *fields)
 	sem.array_element_end = pick_elem_end;
 	sem.scalar = pick_scalar;
 
-	lex = makeJsonLexContextCstringLen((char *) json, (int) len, PG_UTF8, true);
+	lex = sm_json_lexer((char *) json, (int) len);
 	rc = pg_parse_json(lex, &sem);
 	/* The lexer's de-escaped copy of the last string. */
 	if (lex->strval)
-	{
 		sm_wipe(lex->strval->data, lex->strval->maxlen);
-		pfree(lex->strval->data);
-		pfree(lex->strval);
-	}
-	pfree(lex);
+	sm_json_lexer_free(lex);
 	if (rc != JSON_SUCCESS)
 	{
 		sm_json_forget(fields);
