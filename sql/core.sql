@@ -190,4 +190,4 @@ SELECT try($$SELECT secret_mgmt.secret_tenant_add_member('acme', 'regress_nobody
 RESET ROLE;
 SELECT try($$SELECT secret_mgmt.secret_tenant_create('acme')$$);
 SELECT try($$SELECT secret_mgmt.secret_tenant_create('bad name')$$);
-SELECT try($$SELECT secret_mgmt.secret_tenant_create('x', kms => 'vault')$$);
+SELECT try($$SELECT secret_mgmt.secret_tenant_create('x', kms => 'aws')$$);

@@ -20,6 +20,12 @@
  * for random nonces.  Unwrapped data keys are cached per backend, in the
  * same locked mapping, for secret_mgmt.cache_ttl seconds.
  *
+ * A tenant created with kms => 'vault' has its data keys wrapped by
+ * HashiCorp Vault Transit instead of the root key (kms.c): they are wrapped
+ * before their row is inserted, and unwrapped through Vault on first use in
+ * each backend, then cached here like any other.  Their kek_id starts with
+ * "vault:", which is how a key row says which way to unwrap it.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -34,9 +40,11 @@
 
 #include "crypto.h"
 #include "keyring.h"
+#include "kms.h"
 #include "miscadmin.h"
 #include "query.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 #define DEK_CACHE_SLOTS		64
@@ -47,7 +55,7 @@ typedef struct DekSlot
 	bool		used;
 	char		tenant[TENANT_NAME_MAX];
 	int32		key_id;
-	uint8		wrapped[SM_WRAPPED_DEK_LEN];
+	uint8		wrapped_digest[32];	/* SHA-256 of the wrapped form */
 	TimestampTz loaded_at;
 } DekSlot;
 
@@ -353,9 +361,20 @@ wrap_dek(const char *tenant, int32 key_id, const uint8 *dek, uint8 *out)
 				 errmsg("could not wrap data key")));
 }
 
+/* SHA-256 of a wrapped key, which names it in the cache. */
+static void
+wrapped_digest(const bytea *wrapped, uint8 *digest)
+{
+	unsigned int n = 32;
+
+	if (EVP_Digest(VARDATA_ANY(wrapped), VARSIZE_ANY_EXHDR(wrapped), digest, &n,
+				   EVP_sha256(), NULL) != 1)
+		elog(ERROR, "could not compute a digest");
+}
+
 /* Find a cached key, or NULL.  Expired entries are wiped on sight. */
 static const uint8 *
-cache_lookup(const char *tenant, int32 key_id, const uint8 *wrapped)
+cache_lookup(const char *tenant, int32 key_id, const uint8 *digest)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -365,7 +384,7 @@ cache_lookup(const char *tenant, int32 key_id, const uint8 *wrapped)
 
 		if (!slot->used || slot->key_id != key_id ||
 			strcmp(slot->tenant, tenant) != 0 ||
-			memcmp(slot->wrapped, wrapped, SM_WRAPPED_DEK_LEN) != 0)
+			memcmp(slot->wrapped_digest, digest, 32) != 0)
 			continue;
 		if (sm_cache_ttl > 0 &&
 			TimestampDifferenceExceeds(slot->loaded_at, now, sm_cache_ttl * 1000))
@@ -381,7 +400,7 @@ cache_lookup(const char *tenant, int32 key_id, const uint8 *wrapped)
 
 /* Claim a cache slot for a key; returns where the key bytes go. */
 static uint8 *
-cache_claim(const char *tenant, int32 key_id, const uint8 *wrapped)
+cache_claim(const char *tenant, int32 key_id, const uint8 *digest)
 {
 	int			i;
 	DekSlot    *slot;
@@ -400,7 +419,7 @@ cache_claim(const char *tenant, int32 key_id, const uint8 *wrapped)
 	slot->used = true;
 	strlcpy(slot->tenant, tenant, sizeof(slot->tenant));
 	slot->key_id = key_id;
-	memcpy(slot->wrapped, wrapped, SM_WRAPPED_DEK_LEN);
+	memcpy(slot->wrapped_digest, digest, 32);
 	slot->loaded_at = GetCurrentTimestamp();
 	return vault->dek[i];
 }
@@ -464,10 +483,28 @@ sm_dek_for_decrypt(const char *tenant, int32 key_id, const bytea *wrapped,
 	uint8	   *slot;
 	uint8		aad[160];
 	size_t		aadlen;
+	uint8		digest[32];
 
 	sm_keyring_require_root();
 	if (strlen(tenant) >= TENANT_NAME_MAX)
 		elog(ERROR, "tenant name too long");
+	wrapped_digest(wrapped, digest);
+
+	/* Wrapped by an external KMS: unwrap there, then cache as usual. */
+	if (sm_kms_external_kek(wrapped_kek_id))
+	{
+		uint8	   *dek;
+
+		if ((cached = cache_lookup(tenant, key_id, digest)) != NULL)
+			return cached;
+		dek = sm_secure_alloc(SM_KEY_LEN);
+		sm_kms_unwrap(tenant, key_id, wrapped, wrapped_kek_id, dek);
+		slot = cache_claim(tenant, key_id, digest);
+		memcpy(slot, dek, SM_KEY_LEN);
+		sm_wipe(dek, SM_KEY_LEN);
+		return slot;
+	}
+
 	if (strcmp(wrapped_kek_id, kek_id) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_INTEGRITY),
@@ -482,11 +519,11 @@ sm_dek_for_decrypt(const char *tenant, int32 key_id, const bytea *wrapped,
 				 errmsg("data key %d of tenant \"%s\" failed its integrity check", key_id, tenant),
 				 errdetail("The wrapped key has the wrong length or format.")));
 
-	if ((cached = cache_lookup(tenant, key_id, w)) != NULL)
+	if ((cached = cache_lookup(tenant, key_id, digest)) != NULL)
 		return cached;
 
 	aadlen = dek_aad(aad, sizeof(aad), tenant, key_id);
-	slot = cache_claim(tenant, key_id, w);
+	slot = cache_claim(tenant, key_id, digest);
 	if (aadlen == 0 ||
 		!sm_gcm_decrypt(vault->root, w + 1, aad, aadlen,
 						w + 1 + SM_NONCE_LEN, SM_KEY_LEN,
@@ -505,19 +542,23 @@ sm_dek_for_decrypt(const char *tenant, int32 key_id, const bytea *wrapped,
  * Mint a new active data key for a tenant.  The tenant row is locked first
  * so concurrent writers agree on one key.  Refuses when any data key in the
  * database was wrapped by another root key: a server started with the
- * wrong key must not quietly begin a second key hierarchy.
+ * wrong key must not quietly begin a second key hierarchy.  (Keys wrapped
+ * by an external KMS have kek_ids of their own and do not count.)  For a
+ * tenant whose KMS is Vault the key is wrapped by Transit, before its row
+ * is inserted, and put in this backend's cache at once.
  */
 static void
 mint_dek(const char *tenant)
 {
 	static SmStmt lock_tenant = {
-		"SELECT 1 FROM secret_mgmt.secret_tenant"
+		"SELECT kms, kms_config FROM secret_mgmt.secret_tenant"
 		" WHERE tenant_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 		1, {TEXTOID}
 	};
 	static SmStmt foreign_kek = {
 		"SELECT kek_id FROM secret_mgmt.secret_data_key"
-		" WHERE kek_id OPERATOR(pg_catalog.<>) $1 LIMIT 1",
+		" WHERE kek_id OPERATOR(pg_catalog.<>) $1"
+		"   AND NOT pg_catalog.starts_with(kek_id, '" SM_KEK_VAULT_PREFIX "') LIMIT 1",
 		1, {TEXTOID}
 	};
 	static SmStmt has_active = {
@@ -541,14 +582,40 @@ mint_dek(const char *tenant)
 	int32		new_id;
 	uint8	   *dek;
 	bytea	   *wrapped;
+	char	   *kms;
+	Jsonb	   *kms_config;
+	bool		isnull;
 
 	args[0] = CStringGetTextDatum(tenant);
 	if (sm_exec(&lock_tenant, args, NULL, 1) != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("tenant \"%s\" does not exist", tenant)));
+	kms = sm_col_text(0, 1);
+	kms_config = DatumGetJsonbPCopy(sm_col(0, 2, &isnull));
 	if (sm_exec(&has_active, args, NULL, 1) == 1)
 		return;					/* another writer minted it meanwhile */
+
+	if (strcmp(kms, "local") != 0)
+	{
+		char	   *wrapped_kek;
+		uint8		digest[32];
+
+		sm_exec(&next_id, args, NULL, 1);
+		new_id = sm_col_int32(0, 1);
+		dek = sm_secure_alloc(SM_KEY_LEN);
+		sm_random_bytes(dek, SM_KEY_LEN);
+		wrapped = sm_kms_wrap(tenant, kms_config, new_id, dek, &wrapped_kek);
+		args[1] = Int32GetDatum(new_id);
+		args[2] = CStringGetTextDatum(wrapped_kek);
+		args[3] = PointerGetDatum(wrapped);
+		if (sm_exec(&insert_key, args, NULL, 0) != 1)
+			elog(ERROR, "could not insert data key");
+		wrapped_digest(wrapped, digest);
+		memcpy(cache_claim(tenant, new_id, digest), dek, SM_KEY_LEN);
+		sm_wipe(dek, SM_KEY_LEN);
+		return;
+	}
 
 	args[0] = CStringGetTextDatum(kek_id);
 	if (sm_exec(&foreign_kek, args, NULL, 1) > 0)
@@ -625,4 +692,95 @@ sm_dek_for_encrypt(const char *tenant, int32 *key_id)
 	}
 	elog(ERROR, "could not obtain an active data key for tenant \"%s\"", tenant);
 	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * Rewrap every data key of a tenant (secret_rekey).  Keys wrapped by Vault
+ * Transit are rewrapped by Transit under the latest version of their key;
+ * keys wrapped by the root key are wrapped again under the same root key
+ * with a fresh nonce (the data keys themselves, and so every stored value,
+ * stay as they are).  Each new wrapped form is unwrapped and compared with
+ * the key before its row is updated.  The tenant row and the key rows are
+ * locked, so no key is minted meanwhile.  Returns the number of keys
+ * rewrapped.
+ */
+int
+sm_keyring_rekey(const char *tenant)
+{
+	static SmStmt lock_tenant = {
+		"SELECT 1 FROM secret_mgmt.secret_tenant"
+		" WHERE tenant_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+		1, {TEXTOID}
+	};
+	static SmStmt keys = {
+		"SELECT key_id, wrapped, kek_id FROM secret_mgmt.secret_data_key"
+		" WHERE tenant_id OPERATOR(pg_catalog.=) $1 ORDER BY key_id FOR UPDATE",
+		1, {TEXTOID}
+	};
+	static SmStmt update = {
+		"UPDATE secret_mgmt.secret_data_key SET wrapped = $3"
+		" WHERE tenant_id OPERATOR(pg_catalog.=) $1 AND key_id OPERATOR(pg_catalog.=) $2",
+		3, {TEXTOID, INT4OID, BYTEAOID}
+	};
+	Datum		args[3];
+	int			n;
+	int32	   *ids;
+	bytea	  **wrapped;
+	char	  **keks;
+
+	sm_keyring_require_root();
+	args[0] = CStringGetTextDatum(tenant);
+	if (sm_exec(&lock_tenant, args, NULL, 1) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("tenant \"%s\" does not exist", tenant)));
+	n = sm_exec(&keys, args, NULL, 0);
+	ids = palloc(sizeof(int32) * Max(n, 1));
+	wrapped = palloc(sizeof(bytea *) * Max(n, 1));
+	keks = palloc(sizeof(char *) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = sm_col_int32(i, 1);
+		wrapped[i] = DatumGetByteaPCopy(sm_col(i, 2, &isnull));
+		keks[i] = sm_col_text(i, 3);
+	}
+
+	for (int i = 0; i < n; i++)
+	{
+		uint8	   *dek = sm_secure_alloc(SM_KEY_LEN);
+		bytea	   *fresh;
+		uint8		digest[32];
+
+		memcpy(dek, sm_dek_for_decrypt(tenant, ids[i], wrapped[i], keks[i]), SM_KEY_LEN);
+		if (sm_kms_external_kek(keks[i]))
+		{
+			uint8	   *check = sm_secure_alloc(SM_KEY_LEN);
+
+			fresh = sm_kms_rewrap(tenant, ids[i], wrapped[i], keks[i]);
+			sm_kms_unwrap(tenant, ids[i], fresh, keks[i], check);
+			if (CRYPTO_memcmp(check, dek, SM_KEY_LEN) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_SM_INTEGRITY),
+						 errmsg("data key %d of tenant \"%s\" changed when rewrapped", ids[i], tenant),
+						 errdetail("The KMS returned a wrapped key that does not unwrap to the same key; nothing was changed.")));
+			sm_wipe(check, SM_KEY_LEN);
+		}
+		else
+		{
+			fresh = palloc(VARHDRSZ + SM_WRAPPED_DEK_LEN);
+			SET_VARSIZE(fresh, VARHDRSZ + SM_WRAPPED_DEK_LEN);
+			wrap_dek(tenant, ids[i], dek, (uint8 *) VARDATA(fresh));
+		}
+		args[1] = Int32GetDatum(ids[i]);
+		args[2] = PointerGetDatum(fresh);
+		if (sm_exec(&update, args, NULL, 0) != 1)
+			elog(ERROR, "data key vanished while locked");
+		sm_dek_evict(tenant, ids[i]);
+		wrapped_digest(fresh, digest);
+		memcpy(cache_claim(tenant, ids[i], digest), dek, SM_KEY_LEN);
+		sm_wipe(dek, SM_KEY_LEN);
+	}
+	return n;
 }

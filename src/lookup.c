@@ -41,6 +41,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -77,7 +78,7 @@ static const char *const rel_names[NUM_RELS][2] = {
 /* Columns used here, by table. */
 typedef enum SmColId
 {
-	T_TENANT,
+	T_TENANT, T_KMS, T_KMS_CONFIG,
 	M_TENANT, M_MEMBER, M_ADMIN,
 	D_TENANT, D_KEY_ID, D_KEK_ID, D_WRAPPED,
 	I_TENANT, I_PATH, I_ID, I_SCOPE, I_SCOPE_ID, I_EXPIRES, I_DELETED, I_CURRENT,
@@ -94,7 +95,7 @@ static const struct
 	SmRelId		rel;
 	const char *name;
 }			col_names[NUM_COLS] = {
-	{REL_TENANT, "tenant_id"},
+	{REL_TENANT, "tenant_id"}, {REL_TENANT, "kms"}, {REL_TENANT, "kms_config"},
 	{REL_MEMBER, "tenant_id"}, {REL_MEMBER, "member"}, {REL_MEMBER, "is_admin"},
 	{REL_DATA_KEY, "tenant_id"}, {REL_DATA_KEY, "key_id"},
 	{REL_DATA_KEY, "kek_id"}, {REL_DATA_KEY, "wrapped"},
@@ -665,6 +666,32 @@ sm_lookup_token_key(const char *tenant, const char *kid, SmTokenKey *out)
 		out->envelope = DatumGetByteaPCopy(get(&s, K_ENVELOPE, &isnull));
 		out->audience = get_text(&s, K_AUDIENCE);
 		out->issuer = get_text(&s, K_ISSUER);
+	}
+	scan_end(&s);
+	UnregisterSnapshot(snap);
+	return found;
+}
+
+/* The KMS of a tenant and its configuration; false if no such tenant. */
+bool
+sm_lookup_tenant_kms(const char *tenant, char **kms, Jsonb **config)
+{
+	Snapshot	snap;
+	SmScan		s;
+	ScanKeyData key;
+	bool		found;
+
+	load_cache();
+	snap = read_snapshot();
+	key_text(&key, T_TENANT, tenant);
+	scan_begin(&s, REL_TENANT, snap, 1, &key);
+	found = scan_next(&s);
+	if (found)
+	{
+		bool		isnull;
+
+		*kms = get_text(&s, T_KMS);
+		*config = DatumGetJsonbPCopy(get(&s, T_KMS_CONFIG, &isnull));
 	}
 	scan_end(&s);
 	UnregisterSnapshot(snap);

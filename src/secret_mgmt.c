@@ -16,6 +16,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "http.h"
 #include "keyring.h"
 #include "miscadmin.h"
 #include "query.h"
@@ -34,6 +35,13 @@ int			sm_recovery_window = 7 * 24 * 3600;
 int			sm_cache_ttl = 300;
 int			sm_data_key_rotate_after = INT_MAX;
 int			sm_token_leeway = 30;
+
+/* GUC variables of external backends (http.c) */
+int			sm_http_timeout_ms = 5000;
+char	   *sm_ca_file = NULL;
+int			sm_http_retries = 2;
+int			sm_http_breaker_failures = 5;
+int			sm_http_breaker_cooldown = 30;
 
 bool		sm_preloaded = false;
 
@@ -78,6 +86,38 @@ define_gucs(void)
 							&sm_token_leeway, 30, 0, 300,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	/* External backends (http.c) */
+	DefineCustomIntVariable("secret_mgmt.http_timeout_ms",
+							"Time limit of one call to an external backend or KMS, retries included.",
+							NULL,
+							&sm_http_timeout_ms, 5000, 100, 600000,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("secret_mgmt.ca_file",
+							   "CA certificates that external backends' TLS certificates must chain to.",
+							   "Empty: the system's CA store.  A backend's own ca_file takes precedence.",
+							   &sm_ca_file, "",
+							   PGC_SUSET, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("secret_mgmt.http_retries",
+							"Retries of an idempotent backend call after a connection failure, 429 or 5xx.",
+							"Retries back off exponentially with jitter, within secret_mgmt.http_timeout_ms.",
+							&sm_http_retries, 2, 0, 10,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("secret_mgmt.http_breaker_failures",
+							"Consecutive failures after which calls to a backend fail fast; 0 disables.",
+							NULL,
+							&sm_http_breaker_failures, 5, 0, 1000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("secret_mgmt.http_breaker_cooldown",
+							"How long calls to a failing backend fail fast before one probes it again.",
+							NULL,
+							&sm_http_breaker_cooldown, 30, 1, 3600,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("secret_mgmt");
 }
 
@@ -107,6 +147,9 @@ _PG_init(void)
 
 	RegisterXactCallback(sm_tenant_xact_callback, NULL);
 	RegisterSubXactCallback(sm_tenant_subxact_callback, NULL);
+
+	/* libcurl and the backends' circuit breakers (hooks last) */
+	sm_http_init();
 }
 
 /* Refuse to work unless preloaded, saying how to fix it. */

@@ -23,6 +23,7 @@
  */
 #include "postgres.h"
 
+#include "backend.h"
 #include "catalog/pg_type.h"
 #include "acl.h"
 #include "crypto.h"
@@ -464,6 +465,41 @@ open_row_value(const SmCaller *c, const pg_uuid_t *id, int32 version,
 }
 
 /*
+ * Decrypt a version found by sm_lookup_resolve() in `tenant`.  A data key
+ * this backend already unwrapped is used without reading its row: the tag
+ * proves it right.  If it does not authenticate, the key row is read and
+ * unwrapped afresh before the value is judged.
+ */
+static uint8 *
+open_resolved(const char *tenant, const SmResolved *r, size_t *len)
+{
+	SmValueAad	aad;
+	const uint8 *dek;
+	bytea	   *wrapped;
+	char	   *kek_id;
+
+	aad.tenant = tenant;
+	aad.secret_id = r->secret_id.data;
+	aad.version = r->version;
+	aad.key_id = r->key_id;
+	if ((dek = sm_dek_cached(tenant, r->key_id)) != NULL)
+	{
+		uint8	   *plain = sm_envelope_try_open(dek, &aad, r->envelope, len);
+
+		if (plain != NULL)
+			return plain;
+		sm_dek_evict(tenant, r->key_id);
+	}
+	if (!sm_lookup_data_key(tenant, r->key_id, &wrapped, &kek_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_SM_INTEGRITY),
+				 errmsg("secret value failed its integrity check"),
+				 errdetail("Its data key is missing.")));
+	dek = sm_dek_for_decrypt(tenant, r->key_id, wrapped, kek_id);
+	return sm_envelope_open(dek, &aad, r->envelope, len);
+}
+
+/*
  * The plaintext of a version of the secret at `path`, as `c` may read it:
  * `label`, or `version` when by_version.  Capability read is checked
  * first; a path the tenant lacks is looked up in the platform tenant where
@@ -478,10 +514,6 @@ sm_store_resolve(const SmCaller *c, const char *path, const char *label,
 	SmContext	context;
 	SmResolved	r;
 	const char *tenant = c->tenant;
-	const uint8 *dek;
-	bytea	   *wrapped;
-	char	   *kek_id;
-	SmValueAad	aad;
 
 	sm_acl_require(c, path, SM_CAP_READ);
 	context.team = c->team;
@@ -520,31 +552,7 @@ sm_store_resolve(const SmCaller *c, const char *path, const char *label,
 				 errmsg("secret \"%s\" has expired", path),
 				 errhint("Move or clear the expiry with secret_mgmt.secret_set_expiry().")));
 
-	aad.tenant = tenant;
-	aad.secret_id = r.secret_id.data;
-	aad.version = r.version;
-	aad.key_id = r.key_id;
-
-	/*
-	 * A data key this backend already unwrapped is used without reading its
-	 * row: the tag proves it right.  If it does not authenticate, the key
-	 * row is read and unwrapped afresh before the value is judged.
-	 */
-	if ((dek = sm_dek_cached(tenant, r.key_id)) != NULL)
-	{
-		uint8	   *plain = sm_envelope_try_open(dek, &aad, r.envelope, len);
-
-		if (plain != NULL)
-			return plain;
-		sm_dek_evict(tenant, r.key_id);
-	}
-	if (!sm_lookup_data_key(tenant, r.key_id, &wrapped, &kek_id))
-		ereport(ERROR,
-				(errcode(ERRCODE_SM_INTEGRITY),
-				 errmsg("secret value failed its integrity check"),
-				 errdetail("Its data key is missing.")));
-	dek = sm_dek_for_decrypt(tenant, r.key_id, wrapped, kek_id);
-	return sm_envelope_open(dek, &aad, r.envelope, len);
+	return open_resolved(tenant, &r, len);
 }
 
 /*
@@ -1330,4 +1338,52 @@ secret_set_expiry(PG_FUNCTION_ARGS)
 		sm_report_not_found(path, NULL);
 	sm_leave(&session);
 	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------------
+ * Backend credentials
+ *
+ * Backends (backend_vault.c) read their credentials -- a Vault token, an
+ * AppRole login -- from secrets of the global platform tenant, internally
+ * and whoever the caller is: the configuration naming the secret was made
+ * by the platform administrator.  Nothing here is reachable from SQL, and
+ * nothing returns the value to a caller.
+ * ---------------------------------------------------------------------
+ */
+
+/* Find the current version of a global-tenant secret; false if unusable. */
+static bool
+platform_lookup(const char *path, SmResolved *r)
+{
+	SmContext	context = {NULL, NULL, NULL};
+
+	sm_lookup_resolve("global", path, &context, "current", false, 0, r);
+	return r->found_secret && r->found_version && !r->expired &&
+		strcmp(r->state, "enabled") == 0 && r->envelope != NULL;
+}
+
+bool
+sm_platform_secret_exists(const char *path)
+{
+	SmResolved	r;
+
+	return platform_lookup(path, &r);
+}
+
+/*
+ * The value of a global-tenant secret, in a wiped allocation in the
+ * current memory context.  For backend credentials only.
+ */
+uint8 *
+sm_platform_secret(const char *path, size_t *len)
+{
+	SmResolved	r;
+
+	if (!platform_lookup(path, &r))
+		ereport(ERROR,
+				(errcode(ERRCODE_SM_BACKEND),
+				 errmsg("backend credential secret \"%s\" cannot be read", path),
+				 errdetail("It does not exist in the global tenant, or its current version is disabled or expired."),
+				 errhint("Nothing was changed.  The platform administrator stores backend credentials as secrets of the global tenant.")));
+	return open_resolved("global", &r, len);
 }

@@ -18,6 +18,7 @@
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "kms.h"
 #include "lookup.h"
 #include "miscadmin.h"
 #include "tenant.h"
@@ -410,11 +411,8 @@ secret_tenant_create(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_SM_PERMISSION),
 				 errmsg("permission denied to create tenant \"%s\"", tenant),
 				 errdetail("Only the platform administrator (a superuser) creates tenants.")));
-	if (strcmp(kms, "local") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("KMS \"%s\" is not supported by this version", kms),
-				 errhint("Use kms => 'local' (the root key of secret_mgmt.key_file or secret_mgmt.key_command).")));
+	/* 'local', or 'vault' with a valid Transit configuration (kms.c). */
+	sm_kms_check_config(kms, PG_GETARG_JSONB_P(2));
 
 	sm_enter(&session);
 	args[0] = CStringGetTextDatum(tenant);

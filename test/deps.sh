@@ -5,7 +5,8 @@ set -eu
 
 PKGS="postgresql-15 postgresql-server-dev-15 \
 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl \
-libcurl4-openssl-dev libssl-dev libipc-run-perl make gcc openssl pgbouncer"
+libcurl4-openssl-dev libssl-dev libipc-run-perl make gcc openssl pgbouncer \
+python3 python3-hvac python3-cryptography"
 
 missing=""
 for p in $PKGS; do

@@ -41,7 +41,8 @@ cp -R "$here/sql" "$here/expected" "$here/test" "$work/"
 chmod 700 "$work"
 
 status=0
-$runas env PG_CONFIG="$PG_CONFIG" SM_SUITES="${SM_SUITES:-regress isolation tap pgtap}" sh "$work/test/suites.sh" "$work" || status=$?
+$runas env PG_CONFIG="$PG_CONFIG" SM_SUITES="${SM_SUITES:-regress isolation tap pgtap}" \
+    SM_TAP_TESTS="${SM_TAP_TESTS:-}" sh "$work/test/suites.sh" "$work" || status=$?
 if [ "$status" = 0 ] && [ -z "${SM_KEEP_TEST_DIR:-}" ]; then
     rm -rf "$work"
 else

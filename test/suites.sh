@@ -86,10 +86,11 @@ if [ -n "$tests" ] && want isolation; then
 fi
 
 # 3. TAP: test/t/*.pl with PostgreSQL::Test::Cluster
+# (SM_TAP_TESTS="test/t/006_*.pl ..." runs only those files.)
 if ls test/t/*.pl >/dev/null 2>&1 && want tap; then
     mkdir -p "$work/tap"
     TESTDIR="$work/tap" PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
-        prove -I "$pgxs/src/test/perl" -I test/t/lib test/t/*.pl > tap.log 2>&1
+        prove -I "$pgxs/src/test/perl" -I test/t/lib ${SM_TAP_TESTS:-test/t/*.pl} > tap.log 2>&1
     rc=$?
     cat tap.log
     [ $rc = 0 ] || { for f in "$work"/tap/tmp_check/log/regress_log_*; do [ -f "$f" ] && tail -n 40 "$f"; done; }

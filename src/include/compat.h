@@ -36,5 +36,33 @@
 #endif
 #endif
 
+/*
+ * JSON parser callbacks (common/jsonapi.h) return JsonParseErrorType from
+ * 16 on, and the lexer constructor takes a context to fill from 17 on.
+ */
+#if PG_VERSION_NUM >= 160000
+#define SM_JSON_ACTION			JsonParseErrorType
+#define SM_JSON_ACTION_DONE		return JSON_SUCCESS
+#else
+#define SM_JSON_ACTION			void
+#define SM_JSON_ACTION_DONE		return
+#endif
+#if PG_VERSION_NUM >= 170000
+#define sm_json_lexer(json, len) \
+	makeJsonLexContextCstringLen(NULL, (json), (len), PG_UTF8, true)
+#define sm_json_lexer_free(lex) freeJsonLexContext(lex)
+#else
+#define sm_json_lexer(json, len) \
+	makeJsonLexContextCstringLen((json), (len), PG_UTF8, true)
+#define sm_json_lexer_free(lex) \
+	do { \
+		if ((lex)->strval) \
+		{ \
+			pfree((lex)->strval->data); \
+			pfree((lex)->strval); \
+		} \
+		pfree(lex); \
+	} while (0)
+#endif
 
 #endif							/* SECRET_MGMT_COMPAT_H */

@@ -26,5 +26,6 @@ extern void sm_dek_evict(const char *tenant, int32 key_id);
 extern const uint8 *sm_dek_for_encrypt(const char *tenant, int32 *key_id);
 extern const uint8 *sm_dek_for_decrypt(const char *tenant, int32 key_id,
 									   const bytea *wrapped, const char *kek_id);
+extern int	sm_keyring_rekey(const char *tenant);
 
 #endif							/* SECRET_MGMT_KEYRING_H */

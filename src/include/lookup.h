@@ -11,6 +11,7 @@
 #include "secret_mgmt.h"
 
 #include "nodes/pg_list.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -69,5 +70,7 @@ extern void sm_lookup_resolve(const char *tenant, const char *path,
 							  bool by_version, int32 version, SmResolved *out);
 extern bool sm_lookup_data_key(const char *tenant, int32 key_id,
 							   bytea **wrapped, char **kek_id);
+extern bool sm_lookup_tenant_kms(const char *tenant, char **kms,
+								 Jsonb **config);
 
 #endif							/* SECRET_MGMT_LOOKUP_H */

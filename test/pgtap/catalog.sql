@@ -7,7 +7,7 @@ SELECT plan(14);
 SELECT is(
     (SELECT count(*) FROM pg_class
       WHERE relnamespace = 'secret_mgmt'::regnamespace AND relkind IN ('r', 'p')),
-    9::bigint, 'the extension has its nine tables');
+    10::bigint, 'the extension has its ten tables');
 
 SELECT is(
     (SELECT array_agg(relname::text ORDER BY relname) FROM pg_class
@@ -70,7 +70,8 @@ SELECT is(
                     'secret_grant', 'secret_deny', 'secret_revoke', 'secret_check',
                     'secret_explain_access', 'secret_grants', 'secret_token_key_add',
                     'secret_token_key_remove', 'secret_broker_add', 'secret_broker_remove',
-                    'secret_assume', 'secret_render'))),
+                    'secret_assume', 'secret_render',
+                    'secret_backend_create', 'secret_rekey'))),
     NULL, 'PUBLIC executes only functions that check their caller');
 
 SELECT is(
