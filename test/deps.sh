@@ -5,7 +5,8 @@ set -eu
 
 PKGS="postgresql-15 postgresql-server-dev-15 \
 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl \
-libcurl4-openssl-dev libssl-dev libipc-run-perl make gcc openssl"
+libcurl4-openssl-dev libssl-dev libipc-run-perl make gcc openssl \
+librabbitmq-dev rabbitmq-server python3 python3-pika"
 
 missing=""
 for p in $PKGS; do

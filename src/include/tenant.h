@@ -28,5 +28,6 @@ typedef struct SmCaller
 extern void sm_caller_resolve(SmSession *session, SmCaller *caller,
 							  const char *path);
 extern void sm_tenant_xact_callback(XactEvent event, void *arg);
+extern void sm_tenant_select_for_xact(const char *tenant);
 
 #endif							/* SECRET_MGMT_TENANT_H */

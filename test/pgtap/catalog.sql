@@ -7,7 +7,7 @@ SELECT plan(14);
 SELECT is(
     (SELECT count(*) FROM pg_class
       WHERE relnamespace = 'secret_mgmt'::regnamespace AND relkind IN ('r', 'p')),
-    6::bigint, 'the extension has its six tables');
+    11::bigint, 'the extension has its eleven tables');
 
 SELECT is(
     (SELECT array_agg(relname::text ORDER BY relname) FROM pg_class
@@ -66,7 +66,11 @@ SELECT is(
                     'secret_update_jsonb', 'secret_rollback', 'secret_versions',
                     'secret_list', 'secret_label', 'secret_version_disable',
                     'secret_version_enable', 'secret_version_destroy', 'secret_set_expiry',
-                    'secret_delete', 'secret_restore', 'secret_purge'))),
+                    'secret_delete', 'secret_restore', 'secret_purge',
+                    'secret_set_rotation', 'secret_rotate', 'secret_rotations',
+                    'secret_set_max_versions', 'secret_target_pg_role',
+                    'secret_test_pg_role', 'secret_events', 'secret_sink_create',
+                    'secret_sink_drop', 'secret_sinks', 'secret_deliveries'))),
     NULL, 'PUBLIC executes only functions that check their caller');
 
 SELECT is(
