@@ -332,8 +332,11 @@ secret_mgmt_worker_main(Datum arg)
 	before_shmem_exit(worker_detach, (Datum) 0);
 
 	ereport(LOG,
-			(errmsg("secret_mgmt worker started in database \"%s\" as role \"%s\"",
-					sm_worker_database, GetUserNameFromId(GetSessionUserId(), false))));
+			(errmsg("secret_mgmt worker started in database \"%s\"%s%s%s",
+					sm_worker_database,
+					(sm_worker_role && sm_worker_role[0]) ? " as role \"" : " as the bootstrap superuser",
+					(sm_worker_role && sm_worker_role[0]) ? sm_worker_role : "",
+					(sm_worker_role && sm_worker_role[0]) ? "\"" : "")));
 
 	pass_cxt = AllocSetContextCreate(TopMemoryContext, "secret_mgmt worker pass",
 									 ALLOCSET_DEFAULT_SIZES);
