@@ -270,6 +270,7 @@ flush_events(void)
 	List	   *events = pending_events;
 
 	pending_events = NIL;
+	PushActiveSnapshot(GetTransactionSnapshot());
 	sm_enter(&session);
 	while (events != NIL)
 	{
@@ -291,6 +292,7 @@ flush_events(void)
 		events = rest;
 	}
 	sm_leave(&session);
+	PopActiveSnapshot();
 }
 
 /*
