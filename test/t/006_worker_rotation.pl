@@ -210,9 +210,10 @@ $new_password = scalar_sql($node, 'postgres',
 ok($login->($new_password), 'app_login logs in with the password the worker set');
 
 # A tenant member cannot aim the pg_role target at a superuser.
-sql_ok($node, 'postgres', q{
+my $superuser = $node->safe_psql('postgres', 'SELECT current_user');
+sql_ok($node, 'postgres', qq{
 	SELECT secret_mgmt.secret_create('db/root', 'x-password'::text, 'password',
-	       tags => '{"pg_role": "postgres"}')}, 'a secret naming a superuser', role => 'acme_app');
+	       tags => '{"pg_role": "$superuser"}')}, 'a secret naming a superuser', role => 'acme_app');
 expect_error($node, 'postgres', q{
 	SELECT secret_mgmt.secret_set_rotation('db/root', NULL, NULL,
 	       'secret_mgmt.secret_target_pg_role(text,integer)');

@@ -107,14 +107,15 @@ my @openssl = (
 	  '-keyout', "$ssl/server.key", '-out', "$ssl/server.csr" ]);
 for my $cmd (@openssl)
 {
-	IPC::Run::run($cmd, '>', \my $o, '2>', \my $e) or die "openssl failed: $e";
+	my ($o, $e) = ('', '');
+	IPC::Run::run($cmd, '>', \$o, '2>', \$e) or die "openssl failed: $e";
 }
 open $fh, '>', "$ssl/ext" or die;
 print $fh "subjectAltName = IP:127.0.0.1\n";
 close $fh;
 IPC::Run::run([ qw(openssl x509 -req -days 2 -CAcreateserial), '-in', "$ssl/server.csr",
 		'-CA', "$ssl/ca.crt", '-CAkey', "$ssl/ca.key", '-out', "$ssl/server.crt",
-		'-extfile', "$ssl/ext" ], '>', \my $o, '2>', \my $e) or die "openssl failed: $e";
+		'-extfile', "$ssl/ext" ], '>', \my $o, '2>', \my $err) or die "openssl failed: $err";
 
 my $hmac_key = random_hex(32);
 write_key_file("$dir/hmac.key", $hmac_key);
