@@ -113,9 +113,10 @@ for my $cmd (@openssl)
 open $fh, '>', "$ssl/ext" or die;
 print $fh "subjectAltName = IP:127.0.0.1\n";
 close $fh;
+my ($o, $err) = ('', '');
 IPC::Run::run([ qw(openssl x509 -req -days 2 -CAcreateserial), '-in', "$ssl/server.csr",
 		'-CA', "$ssl/ca.crt", '-CAkey', "$ssl/ca.key", '-out', "$ssl/server.crt",
-		'-extfile', "$ssl/ext" ], '>', \my $o, '2>', \my $err) or die "openssl failed: $err";
+		'-extfile', "$ssl/ext" ], '>', \$o, '2>', \$err) or die "openssl failed: $err";
 
 my $hmac_key = random_hex(32);
 write_key_file("$dir/hmac.key", $hmac_key);
