@@ -147,13 +147,20 @@ secret_target_pg_role(PG_FUNCTION_ARGS)
 	int32		version = arg_version(fcinfo);
 	char	   *path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *rolename;
+	Oid			role;
 	char	   *password;
 	char	   *verifier;
 	StringInfoData sql;
 	int			rc;
 
 	sm_store_check_path(path);
-	(void) target_role(&session, &c, path, &rolename);
+	role = target_role(&session, &c, path, &rolename);
+	if (!may_set_password(session.caller, role))
+		ereport(ERROR,
+				(errcode(ERRCODE_SM_PERMISSION),
+				 errmsg("permission denied to set the password of role \"%s\"", rolename),
+				 errdetail("The rotation runs as role \"%s\", which may not change that password.",
+						   c.rolename)));
 	password = read_password(&c, path, version);
 	verifier = sm_scram_verifier(password);
 	sm_wipe(password, strlen(password));

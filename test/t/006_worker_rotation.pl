@@ -217,7 +217,7 @@ sql_ok($node, 'postgres', qq{
 expect_error($node, 'postgres', q{
 	SELECT secret_mgmt.secret_set_rotation('db/root', NULL, NULL,
 	       'secret_mgmt.secret_target_pg_role(text,integer)');
-	SELECT secret_mgmt.secret_rotate('db/root')}, '42501', qr/permission denied/,
+	SELECT secret_mgmt.secret_rotate('db/root')}, 'SM002', qr/permission denied to set the password of role/,
 	'changing a superuser password is refused', role => 'acme_app');
 
 # --- retention -----------------------------------------------------------
