@@ -644,10 +644,10 @@ configure(const SmCaller *c, const pg_uuid_t *id, const char *path, const char *
 
 /* secret_create(..., rotation_period, generator): store the policy. */
 void
-sm_rotation_on_create(const SmCaller *c, const pg_uuid_t *id, const char *type,
-					  Interval *period, const char *generator)
+sm_rotation_on_create(const SmCaller *c, const pg_uuid_t *id, const char *path,
+					  const char *type, Interval *period, const char *generator)
 {
-	configure(c, id, NULL, type, period, generator, InvalidOid, InvalidOid, NULL);
+	configure(c, id, path, type, period, generator, InvalidOid, InvalidOid, NULL);
 }
 
 /*

@@ -723,7 +723,7 @@ create_secret(FunctionCallInfo fcinfo)
 	}
 	sm_store_insert_version(&c, &id, 1, value, len);
 	if (!PG_ARGISNULL(7) || !PG_ARGISNULL(8))
-		sm_rotation_on_create(&c, &id, type,
+		sm_rotation_on_create(&c, &id, path, type,
 							  PG_ARGISNULL(7) ? NULL : PG_GETARG_INTERVAL_P(7),
 							  PG_ARGISNULL(8) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(8)));
 	sm_event_emit(c.tenant, "created", &id, path, 1, c.rolename, NULL);

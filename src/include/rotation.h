@@ -43,8 +43,8 @@ extern uint8 *sm_generator_run(const SmGenerator *g, const char *path, Oid owner
 
 /* rotation.c */
 extern void sm_rotation_on_create(const SmCaller *c, const pg_uuid_t *id,
-								  const char *type, Interval *period,
-								  const char *generator);
+								  const char *path, const char *type,
+								  Interval *period, const char *generator);
 extern int	sm_rotation_run_due(const char *tenant, int max);
 
 /* lifecycle.c: expiry, grace, purge and pruning sweeps of one tenant */
