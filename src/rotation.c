@@ -162,7 +162,19 @@ call_hook(Oid hook, Oid owner, const char *tenant, const char *path, int32 versi
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	(void) OidFunctionCall2(hook, CStringGetTextDatum(path), Int32GetDatum(version));
+	{
+		/* Like OidFunctionCall2(), but a null result (void SQL) is fine. */
+		LOCAL_FCINFO(fcinfo, 2);
+		FmgrInfo	flinfo;
+
+		fmgr_info(hook, &flinfo);
+		InitFunctionCallInfoData(*fcinfo, &flinfo, 2, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = CStringGetTextDatum(path);
+		fcinfo->args[0].isnull = false;
+		fcinfo->args[1].value = Int32GetDatum(version);
+		fcinfo->args[1].isnull = false;
+		(void) FunctionCallInvoke(fcinfo);
+	}
 	AtEOXact_GUC(true, level);
 	SetUserIdAndSecContext(save_user, save_sec);
 }
