@@ -275,10 +275,22 @@ run_function(const SmGenerator *g, const char *path, Oid owner, size_t *len)
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
-	if (get_func_nargs(g->fn) == 0)
-		result = OidFunctionCall0(g->fn);
-	else
-		result = OidFunctionCall1(g->fn, CStringGetTextDatum(path));
+	{
+		LOCAL_FCINFO(fcinfo, 1);
+		FmgrInfo	flinfo;
+		int			nargs = get_func_nargs(g->fn);
+
+		fmgr_info(g->fn, &flinfo);
+		InitFunctionCallInfoData(*fcinfo, &flinfo, nargs, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = CStringGetTextDatum(path);
+		fcinfo->args[0].isnull = false;
+		result = FunctionCallInvoke(fcinfo);
+		if (fcinfo->isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_SM_INVALID_VALUE),
+					 errmsg("generator function %s returned null",
+							format_procedure_qualified(g->fn))));
+	}
 	SetUserIdAndSecContext(save_user, save_sec);
 	t = DatumGetTextPP(result);
 	*len = VARSIZE_ANY_EXHDR(t);
