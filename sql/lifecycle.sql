@@ -92,7 +92,7 @@ SELECT secret_mgmt.secret_create('h/db', 'old-value') IS NOT NULL AS created;
 SELECT secret_mgmt.secret_set_rotation('h/db', NULL, 'password(16, true)',
        'public.lc_set(text,integer)', 'public.lc_test(text,integer)');
 SELECT secret_mgmt.secret_rotate('h/db');
-SELECT step, path, version, value_len FROM public.lc_calls ORDER BY step DESC;
+SELECT step, path, version, value_len FROM public.lc_calls ORDER BY step = 'test';
 SELECT secret_mgmt.secret_resolve('h/db', 'previous') AS previous;
 SELECT version, labels FROM secret_mgmt.secret_versions('h/db');
 

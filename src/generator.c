@@ -127,14 +127,13 @@ resolve_function(const char *spec)
 	Form_pg_proc proc;
 	bool		ok;
 
-	fn = DatumGetObjectId(DirectFunctionCall1(to_regprocedure, CStringGetTextDatum(spec)));
-	if (!OidIsValid(fn))
-	{
-		/* maybe a name without argument types */
+	/* schema.name(argtypes), or a name alone when it is not overloaded */
+	if (strchr(spec, '(') != NULL)
+		fn = DatumGetObjectId(DirectFunctionCall1(to_regprocedure, CStringGetTextDatum(spec)));
+	else
 		fn = DatumGetObjectId(DirectFunctionCall1(to_regproc, CStringGetTextDatum(spec)));
-		if (!OidIsValid(fn))
-			bad_generator(spec, "No such generator or function.");
-	}
+	if (!OidIsValid(fn))
+		bad_generator(spec, "No such generator or function.");
 	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
 	if (!HeapTupleIsValid(tup))
 		bad_generator(spec, "No such generator or function.");
