@@ -128,10 +128,16 @@ resolve_function(const char *spec)
 	bool		ok;
 
 	/* schema.name(argtypes), or a name alone when it is not overloaded */
-	if (strchr(spec, '(') != NULL)
-		fn = DatumGetObjectId(DirectFunctionCall1(to_regprocedure, CStringGetTextDatum(spec)));
-	else
-		fn = DatumGetObjectId(DirectFunctionCall1(to_regproc, CStringGetTextDatum(spec)));
+	{
+		LOCAL_FCINFO(fcinfo, 1);
+		Datum		d;
+
+		InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = CStringGetTextDatum(spec);
+		fcinfo->args[0].isnull = false;
+		d = strchr(spec, '(') != NULL ? to_regprocedure(fcinfo) : to_regproc(fcinfo);
+		fn = fcinfo->isnull ? InvalidOid : DatumGetObjectId(d);
+	}
 	if (!OidIsValid(fn))
 		bad_generator(spec, "No such generator or function.");
 	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
