@@ -3,9 +3,10 @@
  * rotation.c
  *		Rotation: policy, the four steps, and the worker's driver.
  *
- * A rotation moves a secret through four steps, each recorded in its
- * secret_lifecycle row (rotation_state) so that it resumes where it
- * stopped:
+ * A rotation moves a secret through four steps; its secret_lifecycle row
+ * (rotation_state) records where it stands -- "pending" once the new
+ * version is committed, the step that failed after a failure, "idle" when
+ * it is done -- so that it resumes where it stopped:
  *
  *	 create   a new version, made by the generator (or given), is inserted
  *			  and labelled "pending"                         (idle -> pending)
@@ -251,8 +252,14 @@ step_hook(const SmCaller *c, Rotation *r, bool test)
 	if (OidIsValid(fn))
 		call_hook(fn, r->owner, c->tenant, r->path, r->pending,
 				  test ? "test hook" : "hook");
+
+	/*
+	 * Not recorded: the worker runs set, test and finish in one transaction
+	 * and records where a failure left the rotation (record_failure), or
+	 * its end (step_finish).  After a crash they run again from "pending",
+	 * which hooks must allow anyway.
+	 */
 	r->state = test ? "tested" : "set";
-	update_state(c, r, r->state);
 }
 
 /* Step 4: pending becomes current, current becomes previous. */
@@ -321,13 +328,14 @@ record_failure(const SmCaller *c, Rotation *r, const char *stepname, ErrorData *
 	static SmStmt stmt = {
 		"UPDATE secret_mgmt.secret_lifecycle"
 		"   SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $3,"
-		"       last_error_at = pg_catalog.now(),"
+		"       last_error_at = pg_catalog.now(), rotation_state = $5, pending_version = $6,"
 		"       due_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
 		"                pg_catalog.make_interval(secs => $4::pg_catalog.float8 OPERATOR(pg_catalog./) 1000)"
 		" WHERE tenant_id OPERATOR(pg_catalog.=) $1 AND secret_id OPERATOR(pg_catalog.=) $2",
-		4, {TEXTOID, UUIDOID, TEXTOID, INT8OID}
+		6, {TEXTOID, UUIDOID, TEXTOID, INT8OID, TEXTOID, INT4OID}
 	};
-	Datum		args[4];
+	Datum		args[6];
+	char		nulls[6] = "      ";
 	char	   *msg = psprintf("%s: %s (SQLSTATE %s)", stepname,
 							   edata->message ? edata->message : "error",
 							   unpack_sql_state(edata->sqlerrcode));
@@ -340,7 +348,15 @@ record_failure(const SmCaller *c, Rotation *r, const char *stepname, ErrorData *
 	args[1] = UUIDPGetDatum(&r->id);
 	args[2] = CStringGetTextDatum(msg);
 	args[3] = Int64GetDatum(sm_backoff_ms(r->attempts));
-	sm_exec(&stmt, args, NULL, 0);
+	args[4] = CStringGetTextDatum(r->state);
+	if (strcmp(r->state, "idle") == 0)
+	{
+		nulls[5] = 'n';
+		r->pending = 0;
+	}
+	else
+		args[5] = Int32GetDatum(r->pending);
+	sm_exec(&stmt, args, nulls, 0);
 	initStringInfo(&detail);
 	appendStringInfo(&detail, "{\"step\": \"%s\", \"attempts\": %d, \"sqlstate\": \"%s\"}",
 					 stepname, r->attempts, unpack_sql_state(edata->sqlerrcode));
@@ -366,6 +382,14 @@ try_step(const SmCaller *c, Rotation *r)
 		strcmp(r->state, "pending") == 0 ? "set" :
 		strcmp(r->state, "set") == 0 ? "test" : "finish";
 	volatile bool ok = true;
+
+	/* A step with no hook to call cannot fail: no subtransaction needed. */
+	if ((strcmp(r->state, "pending") == 0 && !OidIsValid(r->hook)) ||
+		(strcmp(r->state, "set") == 0 && !OidIsValid(r->test_hook)))
+	{
+		step(c, r);
+		return true;
+	}
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
