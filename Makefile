@@ -10,14 +10,16 @@ MODULE_big  = secret_mgmt
 OBJS        = src/secret_mgmt.o src/crypto.o src/keyring.o src/query.o \
               src/tenant.o src/store.o src/types.o src/lookup.o \
               src/acl.o src/token.o src/render.o \
-              src/http.o src/backend.o src/backend_vault.o src/kms.o
+              src/http.o src/backend.o src/backend_vault.o src/kms.o \
+              src/events.o src/webhook.o src/amqp.o src/generator.o \
+              src/rotation.o src/scram.o src/lifecycle.o src/worker.o
 # The install script is built from one part per subsystem (sql/install/).
 DATA_built  = sql/secret_mgmt--0.1.0.sql
 INSTALL_PARTS = $(sort $(wildcard $(srcdir)/sql/install/*.sql))
 PGFILEDESC  = "secret_mgmt - encrypted, versioned, tenant-isolated secret store"
 
 PG_CPPFLAGS = -I$(srcdir)/src/include
-SHLIB_LINK  = -lcrypto -lcurl
+SHLIB_LINK  = -lcrypto -lcurl -lrabbitmq
 
 # Warnings are errors; test builds also check assertions.
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter \

@@ -969,7 +969,7 @@ secret_check(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("path and capability must not be null")));
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	sm_check_path(path);
+	sm_store_check_path(path);
 	cap = sm_cap_parse(text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, NULL);
@@ -998,7 +998,7 @@ secret_explain_access(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("path must not be null")));
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	sm_check_path(path);
+	sm_store_check_path(path);
 	InitMaterializedSRF(fcinfo, 0);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, NULL);

@@ -199,7 +199,7 @@ sm_vault_config_parse(Jsonb *config, SmVaultUse use, const char *credentials_pat
 		}
 		else if (strcmp(key, "credentials_path") == 0 && use == SM_VAULT_TRANSIT)
 		{
-			sm_check_path(str);
+			sm_store_check_path(str);
 			out->credentials_path = str;
 		}
 		else if (strcmp(key, "credentials_path") == 0)
@@ -214,7 +214,7 @@ sm_vault_config_parse(Jsonb *config, SmVaultUse use, const char *credentials_pat
 
 	if (use == SM_VAULT_KV && credentials_path != NULL)
 	{
-		sm_check_path(credentials_path);
+		sm_store_check_path(credentials_path);
 		out->credentials_path = pstrdup(credentials_path);
 	}
 	if (out->address == NULL)

@@ -140,7 +140,7 @@ render_into(RenderState *st, SecureBuf *out, const char *tmpl, size_t len, int d
 		key = strchr(ref, '#');
 		if (key)
 			*key++ = '\0';
-		sm_check_path(ref);
+		sm_store_check_path(ref);
 		if (depth >= RENDER_MAX_DEPTH)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),

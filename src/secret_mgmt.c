@@ -23,6 +23,8 @@
 #include "tenant.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "events.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -43,9 +45,66 @@ int			sm_http_retries = 2;
 int			sm_http_breaker_failures = 5;
 int			sm_http_breaker_cooldown = 30;
 
+/* GUC variables of the worker (worker.h) */
+char	   *sm_worker_database = NULL;
+char	   *sm_worker_role = NULL;
+int			sm_worker_naptime = 10000;
+int			sm_worker_batch = 500;
+int			sm_expiry_warning = 7 * 24 * 3600;
+int			sm_rotation_grace = 24 * 3600;
+int			sm_retry_backoff_max = 3600;
+
 bool		sm_preloaded = false;
 
 void		_PG_init(void);
+
+/* Settings of the background worker (worker.c). */
+static void
+define_worker_gucs(void)
+{
+	DefineCustomStringVariable("secret_mgmt.database",
+							   "Database the background worker works in.",
+							   NULL,
+							   &sm_worker_database, "postgres",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("secret_mgmt.worker_role",
+							   "Role the background worker connects as (empty: the bootstrap superuser).",
+							   "It needs LOGIN and no other privilege; its work runs as the extension owner and hooks as the roles that configured them.",
+							   &sm_worker_role, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("secret_mgmt.worker_naptime",
+							"Time the background worker sleeps between passes when idle.",
+							NULL,
+							&sm_worker_naptime, 10000, 10, 24 * 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("secret_mgmt.worker_batch",
+							"Rotations the background worker handles per tenant and transaction.",
+							NULL,
+							&sm_worker_batch, 500, 1, 100000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("secret_mgmt.expiry_warning",
+							"How long before a secret expires the worker emits an expiry_warning event.",
+							"Zero disables the warnings.",
+							&sm_expiry_warning, 7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("secret_mgmt.rotation_grace",
+							"How long the replaced version stays resolvable as \"previous\" after a rotation.",
+							"A rotation policy can set its own grace period.",
+							&sm_rotation_grace, 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("secret_mgmt.retry_backoff_max",
+							"Longest wait between retries of a failed rotation step or event delivery.",
+							"Retries start after one second and double up to this.",
+							&sm_retry_backoff_max, 3600, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+}
 
 static void
 define_gucs(void)
@@ -118,6 +177,9 @@ define_gucs(void)
 							&sm_http_breaker_cooldown, 30, 1, 3600,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	/* The worker and events (worker.c, events.c) */
+	define_worker_gucs();
 	MarkGUCPrefixReserved("secret_mgmt");
 }
 
@@ -150,6 +212,12 @@ _PG_init(void)
 
 	/* libcurl and the backends' circuit breakers (hooks last) */
 	sm_http_init();
+
+	sm_events_init();
+
+	/* Last: the worker and its shared memory. */
+	sm_worker_register();
+	sm_worker_shmem_init();
 }
 
 /* Refuse to work unless preloaded, saying how to fix it. */

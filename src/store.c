@@ -34,6 +34,8 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "tenant.h"
+#include "events.h"
+#include "rotation.h"
 #include "store.h"
 #include "types.h"
 #include "utils/builtins.h"
@@ -64,23 +66,6 @@ PG_FUNCTION_INFO_V1(secret_restore);
 PG_FUNCTION_INFO_V1(secret_purge);
 PG_FUNCTION_INFO_V1(secret_set_expiry);
 
-/* Which secrets find_secret() may return. */
-typedef enum SmFind
-{
-	SM_FIND_LIVE,
-	SM_FIND_DELETED,
-	SM_FIND_ANY
-} SmFind;
-
-/* A secret located in the caller's tenant. */
-typedef struct SmSecret
-{
-	pg_uuid_t	id;
-	char	   *type;
-	int32		last_version;
-	bool		deleted;
-	TimestampTz deleted_at;
-} SmSecret;
 
 /* The search order of scopes, most specific first (used by several statements). */
 #define SCOPE_CHAIN \
@@ -105,7 +90,7 @@ sm_report_not_found(const char *path, const char *hint)
 
 /* Validate a secret path: segments of [A-Za-z0-9._-], no "." or "..". */
 void
-sm_check_path(const char *path)
+sm_store_check_path(const char *path)
 {
 	size_t		len = strlen(path);
 	const char *problem = NULL;
@@ -175,7 +160,7 @@ arg_path(FunctionCallInfo fcinfo, int n)
 {
 	char	   *path = arg_text(fcinfo, n, "path");
 
-	sm_check_path(path);
+	sm_store_check_path(path);
 	return path;
 }
 
@@ -231,8 +216,8 @@ bind_context(Datum *args, char *nulls, const SmCaller *c)
  * Locate a secret by path in the caller's tenant, most specific scope
  * first.  Returns false if there is none of the wanted kind.
  */
-static bool
-find_secret(const SmCaller *c, const char *path, SmFind want, SmSecret *out)
+bool
+sm_store_find(const SmCaller *c, const char *path, SmFind want, SmSecret *out)
 {
 	static SmStmt stmt = {
 		"SELECT secret_id, type, last_version, deleted_at"
@@ -265,10 +250,10 @@ find_secret(const SmCaller *c, const char *path, SmFind want, SmSecret *out)
 	return true;
 }
 
-static void
-require_secret(const SmCaller *c, const char *path, SmFind want, SmSecret *out)
+void
+sm_store_require(const SmCaller *c, const char *path, SmFind want, SmSecret *out)
 {
-	if (!find_secret(c, path, want, out))
+	if (!sm_store_find(c, path, want, out))
 		sm_report_not_found(path, want == SM_FIND_DELETED ?
 							"Only a deleted secret can be restored or purged." : NULL);
 }
@@ -277,8 +262,8 @@ require_secret(const SmCaller *c, const char *path, SmFind want, SmSecret *out)
  * Validate a value for the secret's type, encrypt it as a new version and
  * insert it.  A certificate's expiry becomes the version's expiry.
  */
-static void
-insert_version(const SmCaller *c, const pg_uuid_t *id, const char *type,
+void
+sm_store_insert_version(const SmCaller *c, const pg_uuid_t *id, const char *type,
 			   int32 version, const uint8 *plain, size_t len)
 {
 	static SmStmt stmt = {
@@ -318,8 +303,8 @@ insert_version(const SmCaller *c, const pg_uuid_t *id, const char *type,
 }
 
 /* Point a label at a version. */
-static void
-set_label(const SmCaller *c, const pg_uuid_t *id, const char *label, int32 version)
+void
+sm_store_set_label(const SmCaller *c, const pg_uuid_t *id, const char *label, int32 version)
 {
 	static SmStmt stmt = {
 		"INSERT INTO secret_mgmt.secret_label (tenant_id, secret_id, label, version)"
@@ -338,8 +323,8 @@ set_label(const SmCaller *c, const pg_uuid_t *id, const char *label, int32 versi
 }
 
 /* The current version of a secret (secret_item.current_version). */
-static int32
-current_version(const SmCaller *c, const pg_uuid_t *id)
+int32
+sm_store_current_version(const SmCaller *c, const pg_uuid_t *id)
 {
 	static SmStmt stmt = {
 		"SELECT current_version FROM secret_mgmt.secret_item"
@@ -356,20 +341,20 @@ current_version(const SmCaller *c, const pg_uuid_t *id)
 }
 
 /* Make `version` current; the old current becomes previous. */
-static void
-promote(const SmCaller *c, const pg_uuid_t *id, int32 version)
+void
+sm_store_promote(const SmCaller *c, const pg_uuid_t *id, int32 version)
 {
 	static SmStmt stmt = {
 		"UPDATE secret_mgmt.secret_item SET current_version = $3"
 		" WHERE tenant_id OPERATOR(pg_catalog.=) $1 AND secret_id OPERATOR(pg_catalog.=) $2",
 		3, {TEXTOID, UUIDOID, INT4OID}
 	};
-	int32		old = current_version(c, id);
+	int32		old = sm_store_current_version(c, id);
 	Datum		args[3];
 
 	if (old == version)
 		return;
-	set_label(c, id, "previous", old);
+	sm_store_set_label(c, id, "previous", old);
 	args[0] = CStringGetTextDatum(c->tenant);
 	args[1] = UUIDPGetDatum(id);
 	args[2] = Int32GetDatum(version);
@@ -380,8 +365,8 @@ promote(const SmCaller *c, const pg_uuid_t *id, int32 version)
  * Lock a live secret and allocate its next version number.  Returns the
  * new number; the previous newest is that minus one.
  */
-static int32
-next_version(const SmCaller *c, const char *path, const SmSecret *s)
+int32
+sm_store_next_version(const SmCaller *c, const char *path, const SmSecret *s)
 {
 	static SmStmt stmt = {
 		"UPDATE secret_mgmt.secret_item"
@@ -699,11 +684,6 @@ create_secret(FunctionCallInfo fcinfo)
 	Datum		args[11];
 	char		nulls[11] = "           ";
 
-	if (!PG_ARGISNULL(7) || !PG_ARGISNULL(8))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("automatic rotation is not supported by this version"),
-				 errhint("Leave rotation_period and generator null and write new versions with secret_mgmt.secret_update().")));
 	if (strcmp(backend, "local") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -765,7 +745,12 @@ create_secret(FunctionCallInfo fcinfo)
 				 errmsg("secret \"%s\" already exists", path),
 				 errhint("Write a new version with secret_mgmt.secret_update().")));
 	}
-	insert_version(&c, &id, type, 1, value, len);
+	sm_store_insert_version(&c, &id, type, 1, value, len);
+	if (!PG_ARGISNULL(7) || !PG_ARGISNULL(8))
+		sm_rotation_on_create(&c, &id, path, type,
+							  PG_ARGISNULL(7) ? NULL : PG_GETARG_INTERVAL_P(7),
+							  PG_ARGISNULL(8) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(8)));
+	sm_event_emit(c.tenant, "created", &id, path, 1, c.rolename, NULL);
 	sm_leave(&session);
 
 	PG_RETURN_UUID_P(memcpy(palloc(sizeof(pg_uuid_t)), &id, sizeof(pg_uuid_t)));
@@ -804,12 +789,12 @@ update_secret(FunctionCallInfo fcinfo)
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_UPDATE);
-	require_secret(&c, path, SM_FIND_LIVE, &s);
-	version = next_version(&c, path, &s);
+	sm_store_require(&c, path, SM_FIND_LIVE, &s);
+	version = sm_store_next_version(&c, path, &s);
 	/* Check-and-set against the version readers get, under the row lock. */
 	if (!PG_ARGISNULL(2))
 	{
-		int32		current = current_version(&c, &s.id);
+		int32		current = sm_store_current_version(&c, &s.id);
 
 		if (PG_GETARG_INT32(2) != current)
 			ereport(ERROR,
@@ -819,8 +804,9 @@ update_secret(FunctionCallInfo fcinfo)
 							   PG_GETARG_INT32(2), current),
 					 errhint("Read the current version and retry with its number.")));
 	}
-	insert_version(&c, &s.id, s.type, version, value, len);
-	promote(&c, &s.id, version);
+	sm_store_insert_version(&c, &s.id, s.type, version, value, len);
+	sm_store_promote(&c, &s.id, version);
+	sm_event_emit(c.tenant, "updated", &s.id, path, version, c.rolename, NULL);
 	sm_leave(&session);
 	PG_RETURN_INT32(version);
 }
@@ -904,8 +890,8 @@ secret_rollback(PG_FUNCTION_ARGS)
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_UPDATE);
-	require_secret(&c, path, SM_FIND_LIVE, &s);
-	version = next_version(&c, path, &s);
+	sm_store_require(&c, path, SM_FIND_LIVE, &s);
+	version = sm_store_next_version(&c, path, &s);
 	if (!fetch_version(&c, &s, to_version, false))
 		report_version_not_found(path, to_version);
 	state = sm_col_text(0, 1);
@@ -915,9 +901,11 @@ secret_rollback(PG_FUNCTION_ARGS)
 				 errmsg("cannot roll back to version %d of secret \"%s\": it is %s",
 						to_version, path, state)));
 	plain = open_row_value(&c, &s.id, to_version, 2, CurrentMemoryContext, &len);
-	insert_version(&c, &s.id, s.type, version, plain, len);
+	sm_store_insert_version(&c, &s.id, s.type, version, plain, len);
 	sm_wipe(plain, len);
-	promote(&c, &s.id, version);
+	sm_store_promote(&c, &s.id, version);
+	sm_event_emit(c.tenant, "rolled_back", &s.id, path, version, c.rolename,
+				  psprintf("{\"to_version\": %d}", to_version));
 	sm_leave(&session);
 	PG_RETURN_INT32(version);
 }
@@ -958,7 +946,7 @@ secret_versions(PG_FUNCTION_ARGS)
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_LIST);
-	require_secret(&c, path, SM_FIND_ANY, &s);
+	sm_store_require(&c, path, SM_FIND_ANY, &s);
 	args[0] = CStringGetTextDatum(c.tenant);
 	args[1] = UUIDPGetDatum(&s.id);
 	n = sm_exec(&stmt, args, NULL, 0);
@@ -1050,7 +1038,7 @@ secret_label(PG_FUNCTION_ARGS)
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_UPDATE);
-	require_secret(&c, path, SM_FIND_LIVE, &s);
+	sm_store_require(&c, path, SM_FIND_LIVE, &s);
 	touch_secret(&c, &s);
 	if (PG_ARGISNULL(2))
 	{
@@ -1068,6 +1056,8 @@ secret_label(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_SM_NOT_FOUND),
 					 errmsg("label \"%s\" of secret \"%s\" not found", label, path)));
+		sm_event_emit(c.tenant, "label_removed", &s.id, path, 0, c.rolename,
+					  psprintf("{\"label\": \"%s\"}", label));
 	}
 	else
 	{
@@ -1086,9 +1076,11 @@ secret_label(PG_FUNCTION_ARGS)
 							version, path),
 					 errhint("Enable it first with secret_mgmt.secret_version_enable().")));
 		if (strcmp(label, "current") == 0)
-			promote(&c, &s.id, version);
+			sm_store_promote(&c, &s.id, version);
 		else
-			set_label(&c, &s.id, label, version);
+			sm_store_set_label(&c, &s.id, label, version);
+		sm_event_emit(c.tenant, "labelled", &s.id, path, version, c.rolename,
+					  psprintf("{\"label\": \"%s\"}", label));
 	}
 	sm_leave(&session);
 	PG_RETURN_VOID();
@@ -1142,7 +1134,7 @@ change_version_state(FunctionCallInfo fcinfo, VersionAction action)
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, action == VERSION_DESTROY ? SM_CAP_DELETE : SM_CAP_UPDATE);
-	require_secret(&c, path, SM_FIND_LIVE, &s);
+	sm_store_require(&c, path, SM_FIND_LIVE, &s);
 	touch_secret(&c, &s);
 	if (!fetch_version(&c, &s, version, true))
 		report_version_not_found(path, version);
@@ -1152,7 +1144,7 @@ change_version_state(FunctionCallInfo fcinfo, VersionAction action)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("version %d of secret \"%s\" is destroyed", version, path),
 				 errdetail("A destroyed version cannot be changed.")));
-	if (action != VERSION_ENABLE && current_version(&c, &s.id) == version)
+	if (action != VERSION_ENABLE && sm_store_current_version(&c, &s.id) == version)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("version %d is the current version of secret \"%s\"", version, path),
@@ -1171,6 +1163,10 @@ change_version_state(FunctionCallInfo fcinfo, VersionAction action)
 		args[3] = CStringGetTextDatum(action == VERSION_ENABLE ? "enabled" : "disabled");
 		sm_exec(&set_state, args, NULL, 0);
 	}
+	sm_event_emit(c.tenant,
+				  action == VERSION_DESTROY ? "version_destroyed" :
+				  action == VERSION_ENABLE ? "version_enabled" : "version_disabled",
+				  &s.id, path, version, c.rolename, NULL);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -1214,12 +1210,13 @@ secret_delete(PG_FUNCTION_ARGS)
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_DELETE);
-	require_secret(&c, path, SM_FIND_LIVE, &s);
+	sm_store_require(&c, path, SM_FIND_LIVE, &s);
 	args[0] = CStringGetTextDatum(c.tenant);
 	args[1] = UUIDPGetDatum(&s.id);
 	args[2] = CStringGetTextDatum(c.rolename);
 	if (sm_exec(&stmt, args, NULL, 0) != 1)
 		sm_report_not_found(path, NULL);
+	sm_event_emit(c.tenant, "deleted", &s.id, path, 0, c.rolename, NULL);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -1245,12 +1242,13 @@ secret_restore(PG_FUNCTION_ARGS)
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_DELETE);
-	require_secret(&c, path, SM_FIND_DELETED, &s);
+	sm_store_require(&c, path, SM_FIND_DELETED, &s);
 	args[0] = CStringGetTextDatum(c.tenant);
 	args[1] = UUIDPGetDatum(&s.id);
 	args[2] = CStringGetTextDatum(c.rolename);
 	if (sm_exec(&stmt, args, NULL, 0) != 1)
 		sm_report_not_found(path, NULL);
+	sm_event_emit(c.tenant, "restored", &s.id, path, 0, c.rolename, NULL);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -1283,7 +1281,7 @@ secret_purge(PG_FUNCTION_ARGS)
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_ADMIN);
-	require_secret(&c, path, SM_FIND_DELETED, &s);
+	sm_store_require(&c, path, SM_FIND_DELETED, &s);
 	args[0] = CStringGetTextDatum(c.tenant);
 	sm_exec(&protection, args, NULL, 1);
 	if (sm_col_bool(0, 1))
@@ -1301,6 +1299,7 @@ secret_purge(PG_FUNCTION_ARGS)
 	}
 	args[1] = UUIDPGetDatum(&s.id);
 	sm_exec(&purge, args, NULL, 0);
+	sm_event_emit(c.tenant, "purged", &s.id, path, 0, c.rolename, NULL);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -1326,7 +1325,7 @@ secret_set_expiry(PG_FUNCTION_ARGS)
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_UPDATE);
-	require_secret(&c, path, SM_FIND_LIVE, &s);
+	sm_store_require(&c, path, SM_FIND_LIVE, &s);
 	args[0] = CStringGetTextDatum(c.tenant);
 	args[1] = UUIDPGetDatum(&s.id);
 	if (PG_ARGISNULL(1))
@@ -1336,6 +1335,7 @@ secret_set_expiry(PG_FUNCTION_ARGS)
 	args[3] = CStringGetTextDatum(c.rolename);
 	if (sm_exec(&stmt, args, nulls, 0) != 1)
 		sm_report_not_found(path, NULL);
+	sm_event_emit(c.tenant, "expiry_changed", &s.id, path, 0, c.rolename, NULL);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }

@@ -374,6 +374,17 @@ sm_require_tenant_admin(SmSession *session, const char *tenant)
 			 errdetail("Only the platform administrator and the tenant's administrators may do this.")));
 }
 
+/*
+ * Select `tenant` for the rest of the current transaction, without a
+ * membership check: for the worker, which acts for one tenant at a time.
+ */
+void
+sm_tenant_select_for_xact(const char *tenant)
+{
+	if (xact_tenant == NULL || strcmp(xact_tenant, tenant) != 0)
+		replace_setting(&xact_tenant, tenant);
+}
+
 /* SQL: the tenant the session has selected (for RLS policies), or NULL. */
 Datum
 secret_mgmt_current_tenant(PG_FUNCTION_ARGS)

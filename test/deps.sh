@@ -6,7 +6,7 @@ set -eu
 PKGS="postgresql-15 postgresql-server-dev-15 \
 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl \
 libcurl4-openssl-dev libssl-dev libipc-run-perl make gcc openssl pgbouncer \
-python3 python3-hvac python3-cryptography"
+librabbitmq-dev rabbitmq-server python3 python3-hvac python3-cryptography python3-pika"
 
 missing=""
 for p in $PKGS; do

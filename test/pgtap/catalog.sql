@@ -7,7 +7,7 @@ SELECT plan(14);
 SELECT is(
     (SELECT count(*) FROM pg_class
       WHERE relnamespace = 'secret_mgmt'::regnamespace AND relkind IN ('r', 'p')),
-    10::bigint, 'the extension has its ten tables');
+    15::bigint, 'the extension has its fifteen tables');
 
 SELECT is(
     (SELECT array_agg(relname::text ORDER BY relname) FROM pg_class
@@ -71,7 +71,12 @@ SELECT is(
                     'secret_explain_access', 'secret_grants', 'secret_token_key_add',
                     'secret_token_key_remove', 'secret_broker_add', 'secret_broker_remove',
                     'secret_assume', 'secret_render',
-                    'secret_backend_create', 'secret_rekey'))),
+                    'secret_backend_create', 'secret_rekey',
+                    'secret_set_rotation', 'secret_rotate', 'secret_rotations',
+                    'secret_set_max_versions', 'secret_target_pg_role',
+                    'secret_test_pg_role', 'secret_events', 'secret_sink_create',
+                    'secret_sink_drop', 'secret_sinks', 'secret_deliveries'))),
+
     NULL, 'PUBLIC executes only functions that check their caller');
 
 SELECT is(

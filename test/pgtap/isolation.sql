@@ -4,7 +4,7 @@
 -- holds even for a role that was (wrongly) granted table access.
 \set QUIET on
 BEGIN;
-SELECT plan(32);
+SELECT plan(37);
 \i test/pgtap/setup.psql
 
 CREATE ROLE tap_app_a LOGIN NOINHERIT NOBYPASSRLS;
@@ -35,7 +35,9 @@ SELECT is((SELECT array_agg(path ORDER BY path) FROM secret_mgmt.secret_list()),
 SELECT throws_ok(format('SELECT * FROM secret_mgmt.%I', t), '42501',
                  NULL, 'B cannot read ' || t)
   FROM unnest(ARRAY['secret_tenant', 'secret_member', 'secret_data_key',
-                    'secret_item', 'secret_version', 'secret_label']) AS t;
+                    'secret_item', 'secret_version', 'secret_label',
+                    'secret_lifecycle', 'secret_event', 'secret_event_counter',
+                    'secret_sink', 'secret_delivery']) AS t;
 SELECT throws_ok('UPDATE secret_mgmt.secret_item SET description = NULL', '42501',
                  NULL, 'B cannot update secret_item');
 SELECT throws_ok('DELETE FROM secret_mgmt.secret_version', '42501',

@@ -36,7 +36,7 @@ our @EXPORT = qw(
   random_hex random_bytes new_key_file write_key_file
   new_node set_key_source set_preload
   setup_tenant sql_ok sql_result expect_error log_offset log_since
-  scalar_sql use_tenant_sql
+  scalar_sql use_tenant_sql poll_until
 );
 
 # $n random bytes from the kernel.
@@ -162,7 +162,7 @@ sub setup_tenant
 		SELECT secret_mgmt.secret_tenant_add_member('$tenant', '${role}_group');
 		SELECT secret_mgmt.secret_use_tenant('$tenant');
 		SELECT secret_mgmt.secret_grant('**', '${role}_group',
-			ARRAY['read', 'list', 'create', 'update', 'delete']);
+			ARRAY['read', 'list', 'create', 'update', 'delete', 'rotate']);
 	});
 	return;
 }
@@ -216,6 +216,25 @@ sub scalar_sql
 		return undef;
 	}
 	return $out;
+}
+
+# Run SQL (as role => R, or the superuser) until its output is $expected,
+# every 100 ms for at most $opt{timeout} seconds (default 60).  Returns
+# true if it was; otherwise reports the last output as a diagnostic.
+sub poll_until
+{
+	my ($node, $db, $sql, $expected, %opt) = @_;
+	my $deadline = time() + ($opt{timeout} // 60);
+	my $last = '';
+	while (time() < $deadline)
+	{
+		my ($rc, $out, $err) = sql_result($node, $db, $sql, %opt);
+		$last = $rc == 0 ? $out : "error: $err";
+		return 1 if $rc == 0 && $out eq $expected;
+		select(undef, undef, undef, 0.1);
+	}
+	diag("poll_until: expected <$expected>, last got <$last>");
+	return 0;
 }
 
 # Run SQL that must fail with $sqlstate and a message (primary line) matching $msg_re;
