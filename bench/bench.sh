@@ -346,6 +346,9 @@ say "==> Worker: creating $nrotations secrets with a rotation whose hook does no
 psql_as postgres <<'SQL' || die "setup of the rotation benchmark failed"
 CREATE FUNCTION public.noop_hook(path text, version integer) RETURNS void
 LANGUAGE sql AS 'SELECT';
+SELECT secret_mgmt.secret_use_tenant('bench');
+SELECT secret_mgmt.secret_grant('rot/**', 'bench_app', ARRAY['read', 'create', 'rotate']);
+SELECT secret_mgmt.secret_grant('exp/**', 'bench_app', ARRAY['create']);
 SQL
 # create_batches PREFIX COUNT EXTRA: secret_create as bench_app in
 # transactions of 5,000 (EXTRA: more arguments of secret_create).

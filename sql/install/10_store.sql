@@ -17,6 +17,27 @@ RETURNS text
 LANGUAGE C STABLE PARALLEL RESTRICTED
 AS 'MODULE_PATHNAME', 'secret_mgmt_current_tenant';
 
+-- Install-time helper, dropped again by the last part: give a table of the
+-- extension row-level security (enabled and forced, one policy admitting
+-- only the rows of the tenant the statement acts for), no privileges for
+-- anybody but its owner, and a place in pg_dump (rows matching `dump`).
+CREATE FUNCTION secret_mgmt._protect(tbl pg_catalog.regclass, dump text DEFAULT '')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $protect$
+BEGIN
+    EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    EXECUTE pg_catalog.format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+    EXECUTE pg_catalog.format(
+        'CREATE POLICY tenant_isolation ON %s'
+        ' USING (tenant_id OPERATOR(pg_catalog.=) secret_mgmt.current_tenant())'
+        ' WITH CHECK (tenant_id OPERATOR(pg_catalog.=) secret_mgmt.current_tenant())', tbl);
+    EXECUTE pg_catalog.format('REVOKE ALL ON TABLE %s FROM PUBLIC', tbl);
+    PERFORM pg_catalog.pg_extension_config_dump(tbl, dump);
+END
+$protect$;
+
 ---------------------------------------------------------------------------
 -- Tables
 ---------------------------------------------------------------------------
@@ -147,28 +168,12 @@ INSERT INTO secret_mgmt.secret_tenant (tenant_id, created_by)
 -- anybody but the owner.  A policy admits only the rows of the tenant the
 -- current statement acts for.  pg_dump carries every row but the platform
 -- tenant's own, which CREATE EXTENSION makes.
-DO $rls$
-DECLARE
-    t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['secret_tenant', 'secret_member', 'secret_data_key',
-                             'secret_item', 'secret_version', 'secret_label']
-    LOOP
-        EXECUTE pg_catalog.format('ALTER TABLE secret_mgmt.%I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE pg_catalog.format('ALTER TABLE secret_mgmt.%I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE pg_catalog.format(
-            'CREATE POLICY tenant_isolation ON secret_mgmt.%I'
-            ' USING (tenant_id OPERATOR(pg_catalog.=) secret_mgmt.current_tenant())'
-            ' WITH CHECK (tenant_id OPERATOR(pg_catalog.=) secret_mgmt.current_tenant())', t);
-        EXECUTE pg_catalog.format('REVOKE ALL ON TABLE secret_mgmt.%I FROM PUBLIC', t);
-        PERFORM pg_catalog.pg_extension_config_dump(
-            pg_catalog.format('secret_mgmt.%I', t)::pg_catalog.regclass,
-            CASE WHEN t OPERATOR(pg_catalog.=) 'secret_tenant'
-                 THEN 'WHERE tenant_id OPERATOR(pg_catalog.<>) ''global'''
-                 ELSE '' END);
-    END LOOP;
-END
-$rls$;
+SELECT secret_mgmt._protect('secret_mgmt.secret_tenant',
+                            'WHERE tenant_id OPERATOR(pg_catalog.<>) ''global''');
+SELECT secret_mgmt._protect(t::pg_catalog.regclass)
+  FROM pg_catalog.unnest(ARRAY['secret_mgmt.secret_member', 'secret_mgmt.secret_data_key',
+                               'secret_mgmt.secret_item', 'secret_mgmt.secret_version',
+                               'secret_mgmt.secret_label']) AS t;
 
 ---------------------------------------------------------------------------
 -- Tenants and context

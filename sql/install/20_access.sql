@@ -58,24 +58,8 @@ CREATE TABLE secret_mgmt.secret_token_key (
     FOREIGN KEY (tenant_id, key_id) REFERENCES secret_mgmt.secret_data_key
 );
 
-DO $rls$
-DECLARE
-    t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['secret_grant', 'secret_broker', 'secret_token_key']
-    LOOP
-        EXECUTE pg_catalog.format('ALTER TABLE secret_mgmt.%I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE pg_catalog.format('ALTER TABLE secret_mgmt.%I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE pg_catalog.format(
-            'CREATE POLICY tenant_isolation ON secret_mgmt.%I'
-            ' USING (tenant_id OPERATOR(pg_catalog.=) secret_mgmt.current_tenant())'
-            ' WITH CHECK (tenant_id OPERATOR(pg_catalog.=) secret_mgmt.current_tenant())', t);
-        EXECUTE pg_catalog.format('REVOKE ALL ON TABLE secret_mgmt.%I FROM PUBLIC', t);
-        PERFORM pg_catalog.pg_extension_config_dump(
-            pg_catalog.format('secret_mgmt.%I', t)::pg_catalog.regclass, '');
-    END LOOP;
-END
-$rls$;
+SELECT secret_mgmt._protect(t::pg_catalog.regclass)
+  FROM pg_catalog.unnest(ARRAY['secret_mgmt.secret_grant', 'secret_mgmt.secret_broker', 'secret_mgmt.secret_token_key']) AS t;
 
 CREATE FUNCTION secret_mgmt.secret_grant(
     pattern text, grantee text, capabilities text[], expires_at timestamptz DEFAULT NULL)

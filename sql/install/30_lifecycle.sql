@@ -117,25 +117,8 @@ CREATE INDEX secret_delivery_due
     WHERE state OPERATOR(pg_catalog.=) 'pending';
 
 -- Row-level security and dumping, as for the store's tables.
-DO $rls$
-DECLARE
-    t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['secret_lifecycle', 'secret_event', 'secret_event_counter',
-                             'secret_sink', 'secret_delivery']
-    LOOP
-        EXECUTE pg_catalog.format('ALTER TABLE secret_mgmt.%I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE pg_catalog.format('ALTER TABLE secret_mgmt.%I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE pg_catalog.format(
-            'CREATE POLICY tenant_isolation ON secret_mgmt.%I'
-            ' USING (tenant_id OPERATOR(pg_catalog.=) secret_mgmt.current_tenant())'
-            ' WITH CHECK (tenant_id OPERATOR(pg_catalog.=) secret_mgmt.current_tenant())', t);
-        EXECUTE pg_catalog.format('REVOKE ALL ON TABLE secret_mgmt.%I FROM PUBLIC', t);
-        PERFORM pg_catalog.pg_extension_config_dump(
-            pg_catalog.format('secret_mgmt.%I', t)::pg_catalog.regclass, '');
-    END LOOP;
-END
-$rls$;
+SELECT secret_mgmt._protect(t::pg_catalog.regclass)
+  FROM pg_catalog.unnest(ARRAY['secret_mgmt.secret_lifecycle', 'secret_mgmt.secret_event', 'secret_mgmt.secret_event_counter', 'secret_mgmt.secret_sink', 'secret_mgmt.secret_delivery']) AS t;
 
 ---------------------------------------------------------------------------
 -- Rotation and retention

@@ -20,13 +20,7 @@ CREATE TABLE secret_mgmt.secret_backend (
     created_by       text NOT NULL,
     PRIMARY KEY (tenant_id, name)
 );
-ALTER TABLE secret_mgmt.secret_backend ENABLE ROW LEVEL SECURITY;
-ALTER TABLE secret_mgmt.secret_backend FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON secret_mgmt.secret_backend
-    USING (tenant_id OPERATOR(pg_catalog.=) secret_mgmt.current_tenant())
-    WITH CHECK (tenant_id OPERATOR(pg_catalog.=) secret_mgmt.current_tenant());
-REVOKE ALL ON TABLE secret_mgmt.secret_backend FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('secret_mgmt.secret_backend', '');
+SELECT secret_mgmt._protect('secret_mgmt.secret_backend');
 
 -- Register a backend (platform administrator only; checked in C).
 CREATE FUNCTION secret_mgmt.secret_backend_create(

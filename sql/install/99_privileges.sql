@@ -1,3 +1,6 @@
+-- The install-time helper has done its work.
+DROP FUNCTION secret_mgmt._protect(pg_catalog.regclass, text);
+
 ---------------------------------------------------------------------------
 -- Privileges.  Every function above identifies and checks its caller in C,
 -- so EXECUTE goes to PUBLIC; the tables stay private to the owner.

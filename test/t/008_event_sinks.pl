@@ -249,3 +249,16 @@ rabbitmqctl('stop');
 $broker->kill_kill;
 with_rmq_env(sub { IPC::Run::run([ 'epmd', '-kill' ], '>', \my $x, '2>', \my $y) });
 done_testing();
+
+# However the test ends, leave no broker, receiver or epmd running.
+END
+{
+	local $?;
+	$receiver->kill_kill if $receiver && $receiver->pumpable;
+	if ($broker && $broker->pumpable)
+	{
+		eval { rabbitmqctl('stop') };
+		$broker->kill_kill;
+	}
+	eval { with_rmq_env(sub { IPC::Run::run([ 'epmd', '-kill' ], '>', \my $x, '2>', \my $y) }) };
+}
