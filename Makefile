@@ -10,7 +10,8 @@ MODULE_big  = secret_mgmt
 OBJS        = src/secret_mgmt.o src/crypto.o src/keyring.o src/query.o \
               src/tenant.o src/store.o src/types.o src/lookup.o \
               src/acl.o src/token.o src/render.o \
-              src/http.o src/backend.o src/backend_vault.o src/kms.o
+              src/http.o src/backend.o src/backend_vault.o src/kms.o \
+              src/audit.o src/flusher.o
 # The install script is built from one part per subsystem (sql/install/).
 DATA_built  = sql/secret_mgmt--0.1.0.sql
 INSTALL_PARTS = $(sort $(wildcard $(srcdir)/sql/install/*.sql))

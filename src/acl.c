@@ -37,6 +37,7 @@
 #include "postgres.h"
 
 #include "acl.h"
+#include "audit.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "lookup.h"
@@ -496,6 +497,8 @@ sm_acl_require(const SmCaller *c, const char *path, uint32 cap)
 {
 	if (sm_acl_allows(c, path, cap))
 		return;
+	/* Either way the trail says "denied"; the caller may see only SM001. */
+	sm_audit_refused(ERRCODE_SM_PERMISSION, path);
 	if (cap != SM_CAP_LIST && sm_acl_allows(c, path, SM_CAP_LIST))
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_PERMISSION),
@@ -679,18 +682,24 @@ require_delegation(const SmCaller *c, const char *pattern, uint32 caps,
 	if (c->is_admin || caps == 0)
 		return;
 	if ((delegable_caps(c, pattern, &limit) & need) != need)
+	{
+		sm_audit_refused(ERRCODE_SM_PERMISSION, pattern);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_PERMISSION),
 				 errmsg("permission denied to grant on \"%s\"", pattern),
 				 errdetail("Granting needs the grant capability and every capability granted, on a pattern covering \"%s\".",
 						   pattern)));
+	}
 	if (limit != 0 && (expires == 0 || expires > limit))
+	{
+		sm_audit_refused(ERRCODE_SM_PERMISSION, pattern);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_PERMISSION),
 				 errmsg("a grant on \"%s\" may not outlive the granter's own", pattern),
 				 errdetail("The rules that allow this delegation expire at %s.",
 						   timestamptz_to_str(limit)),
 				 errhint("Give an expires_at no later than that.")));
+	}
 }
 
 /* May the caller change rules on `pattern` at all (for listing them)? */
@@ -768,6 +777,7 @@ add_rule(FunctionCallInfo fcinfo, bool deny)
 	sm_pattern_check(pattern);
 	caps = sm_caps_from_array(PG_GETARG_ARRAYTYPE_P(2));
 
+	sm_audit_begin(deny ? "deny" : "grant", pattern);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	grantee = parse_grantee(grantee_arg, &c);
@@ -799,6 +809,7 @@ add_rule(FunctionCallInfo fcinfo, bool deny)
 	if (sm_exec(&merge, args, nulls, 0) == 0)
 		sm_exec(&insert, args, nulls, 0);
 	sm_lookup_acl_changed();
+	sm_audit_write(&c, deny ? "deny" : "grant", pattern, NULL, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -859,6 +870,7 @@ secret_revoke(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2))
 		caps = sm_caps_from_array(PG_GETARG_ARRAYTYPE_P(2));
 
+	sm_audit_begin("revoke", pattern);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	grantee = parse_grantee(text_to_cstring(PG_GETARG_TEXT_PP(1)), &c);
@@ -885,6 +897,7 @@ secret_revoke(PG_FUNCTION_ARGS)
 	sm_exec(&strip, args, nulls, 0);
 	sm_exec(&drop_empty, args, NULL, 0);
 	sm_lookup_acl_changed();
+	sm_audit_write(&c, "revoke", pattern, NULL, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }

@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "audit.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -118,6 +119,9 @@ define_gucs(void)
 							&sm_http_breaker_cooldown, 30, 1, 3600,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	/* The audit trail (audit.c, flusher.c) */
+	sm_audit_define_gucs();
 	MarkGUCPrefixReserved("secret_mgmt");
 }
 
@@ -147,6 +151,9 @@ _PG_init(void)
 
 	RegisterXactCallback(sm_tenant_xact_callback, NULL);
 	RegisterSubXactCallback(sm_tenant_subxact_callback, NULL);
+
+	/* The audit queue and its flusher (shared memory hooks) */
+	sm_flusher_init();
 
 	/* libcurl and the backends' circuit breakers (hooks last) */
 	sm_http_init();

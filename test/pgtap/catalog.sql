@@ -7,7 +7,7 @@ SELECT plan(14);
 SELECT is(
     (SELECT count(*) FROM pg_class
       WHERE relnamespace = 'secret_mgmt'::regnamespace AND relkind IN ('r', 'p')),
-    10::bigint, 'the extension has its ten tables');
+    12::bigint, 'the extension has its twelve tables');
 
 SELECT is(
     (SELECT array_agg(relname::text ORDER BY relname) FROM pg_class
@@ -71,7 +71,9 @@ SELECT is(
                     'secret_explain_access', 'secret_grants', 'secret_token_key_add',
                     'secret_token_key_remove', 'secret_broker_add', 'secret_broker_remove',
                     'secret_assume', 'secret_render',
-                    'secret_backend_create', 'secret_rekey'))),
+                    'secret_backend_create', 'secret_rekey',
+                    'secret_audit_verify', 'secret_audit_find_value', 'secret_audit_log',
+                    'secret_audit_flush', 'secret_audit_queue'))),
     NULL, 'PUBLIC executes only functions that check their caller');
 
 SELECT is(
