@@ -481,6 +481,36 @@ sm_acl_decide(const SmCaller *c, const char *path, uint32 cap)
 	return d;
 }
 
+/*
+ * Does `c` hold `cap` on everything ("**"): an allow whose pattern covers
+ * "**" and no deny of the capability on any pattern?  For tenant-wide
+ * capabilities such as audit.
+ */
+bool
+sm_acl_allows_everywhere(const SmCaller *c, uint32 cap)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		allowed = false;
+	ListCell   *lc;
+
+	if (c->is_admin)
+		return true;
+	if (c->outsider)
+		return false;
+	foreach(lc, sm_lookup_grants(c->tenant))
+	{
+		const SmGrant *g = lfirst(lc);
+
+		if (!grant_applies(g, c, now) || (g->caps & (cap | SM_CAP_ADMIN)) == 0)
+			continue;
+		if (g->deny)
+			return false;
+		if (sm_pattern_covers(g->pattern, "**"))
+			allowed = true;
+	}
+	return allowed;
+}
+
 bool
 sm_acl_allows(const SmCaller *c, const char *path, uint32 cap)
 {
@@ -497,13 +527,16 @@ sm_acl_require(const SmCaller *c, const char *path, uint32 cap)
 {
 	if (sm_acl_allows(c, path, cap))
 		return;
-	/* Either way the trail says "denied"; the caller may see only SM001. */
-	sm_audit_refused(ERRCODE_SM_PERMISSION, path);
+	/* Either way the trail says "denied", whichever SQLSTATE the caller sees. */
 	if (cap != SM_CAP_LIST && sm_acl_allows(c, path, SM_CAP_LIST))
+	{
+		sm_audit_refused(ERRCODE_SM_PERMISSION, path);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_PERMISSION),
 				 errmsg("permission denied for secret \"%s\"", path),
 				 errdetail("Capability \"%s\" is required.", sm_cap_name(cap))));
+	}
+	sm_audit_refused_as(SM_AUDIT_DENIED, ERRCODE_SM_NOT_FOUND, path);
 	sm_report_not_found(path, NULL);
 }
 

@@ -291,6 +291,19 @@ sm_audit_read(const SmCaller *c, const char *path, const pg_uuid_t *secret_id,
 void
 sm_audit_refused(int sqlerrcode, const char *path)
 {
+	sm_audit_refused_as(sqlerrcode == ERRCODE_SM_NOT_FOUND ? SM_AUDIT_NOT_FOUND :
+						sqlerrcode == ERRCODE_SM_PERMISSION ? SM_AUDIT_DENIED :
+						SM_AUDIT_ERROR, sqlerrcode, path);
+}
+
+/*
+ * The same with the outcome given: a caller refused for lack of a grant
+ * is told SM001 when it may not even list the path, but its attempt was
+ * denied.
+ */
+void
+sm_audit_refused_as(SmAuditOutcome outcome, int sqlerrcode, const char *path)
+{
 	SmAuditRecord rec;
 	const char *state;
 
@@ -310,12 +323,7 @@ sm_audit_refused(int sqlerrcode, const char *path)
 		copy_field(rec.path, sizeof(rec.path), path);
 	else
 		strlcpy(rec.path, attempt.path, sizeof(rec.path));
-	if (sqlerrcode == ERRCODE_SM_NOT_FOUND)
-		rec.outcome = SM_AUDIT_NOT_FOUND;
-	else if (sqlerrcode == ERRCODE_SM_PERMISSION)
-		rec.outcome = SM_AUDIT_DENIED;
-	else
-		rec.outcome = SM_AUDIT_ERROR;
+	rec.outcome = outcome;
 	state = unpack_sql_state(sqlerrcode);
 	strlcpy(rec.sqlstate, state, sizeof(rec.sqlstate));
 	sm_audit_enqueue(&rec);
@@ -587,7 +595,7 @@ sm_audit_insert(const SmAuditRecord *rec)
 static void
 require_auditor(const SmCaller *c)
 {
-	if (c->is_admin || c->is_superuser || sm_acl_allows(c, "**", SM_CAP_AUDIT))
+	if (c->is_admin || c->is_superuser || sm_acl_allows_everywhere(c, SM_CAP_AUDIT))
 		return;
 	sm_audit_refused(ERRCODE_SM_PERMISSION, NULL);
 	ereport(ERROR,

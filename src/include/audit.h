@@ -74,6 +74,7 @@ extern void sm_audit_begin(const char *action, const char *path);
 extern void sm_audit_caller(const SmCaller *c);
 extern void sm_audit_set_action(const char *action);
 extern void sm_audit_refused(int sqlerrcode, const char *path);
+extern void sm_audit_refused_as(SmAuditOutcome outcome, int sqlerrcode, const char *path);
 extern void sm_audit_note_tenant(const char *tenant);
 extern void sm_audit_xact_end(void);
 extern void sm_audit_write(const SmCaller *c, const char *action, const char *path,
