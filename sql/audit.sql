@@ -44,7 +44,8 @@ SELECT secret_mgmt.secret_delete('app/tmp');
 SELECT secret_mgmt.secret_restore('app/tmp');
 SELECT secret_mgmt.secret_create('app/old', 'canary-value-old777',
                                  expires_at => now() - interval '1 day') IS NOT NULL AS created;
--- refusals: not found, expired
+-- refusals: invalid value, not found, expired
+SELECT public.try($$SELECT secret_mgmt.secret_create('app/j', 'canary-value-notjson'::text, type => 'json')$$);
 SELECT public.try($$SELECT secret_mgmt.secret_resolve('app/missing')$$);
 SELECT public.try($$SELECT secret_mgmt.secret_resolve('app/old')$$);
 RESET ROLE;
