@@ -164,14 +164,19 @@ BEGIN
 END $$;
 CREATE TRIGGER audit_unavailable BEFORE INSERT ON secret_mgmt.secret_audit
     FOR EACH ROW EXECUTE FUNCTION public.audit_unavailable();
+-- (audit rows are chained and inserted when the transaction commits, so
+-- that is where the failure shows)
 SET ROLE regress_audit_alice;
-SELECT public.try($$SELECT secret_mgmt.secret_update('app/db', 'canary-value-blocked')$$);
-SELECT public.try($$SELECT secret_mgmt.secret_delete('app/tmp')$$);
+SELECT secret_mgmt.secret_update('app/db', 'canary-value-blocked');
+SELECT secret_mgmt.secret_delete('app/tmp');
+BEGIN;
+SELECT secret_mgmt.secret_rollback('app/db', 2);
+COMMIT;
 -- with audit_reads = sync a read is refused too
-SELECT public.try($$SELECT secret_mgmt.secret_resolve('app/db')$$);
+SELECT secret_mgmt.secret_resolve('app/db') IS NOT NULL AS read_ok;
 RESET ROLE;
 SET ROLE regress_audit_carol;
-SELECT public.try($$SELECT secret_mgmt.secret_grant('**', 'regress_audit_carol', ARRAY['read'])$$);
+SELECT secret_mgmt.secret_grant('**', 'regress_audit_carol', ARRAY['read']);
 RESET ROLE;
 DROP TRIGGER audit_unavailable ON secret_mgmt.secret_audit;
 DROP FUNCTION public.audit_unavailable();
@@ -179,6 +184,20 @@ SET ROLE regress_audit_alice;
 SELECT version, state FROM secret_mgmt.secret_versions('app/db') ORDER BY version;
 SELECT path, deleted_at IS NULL AS live FROM secret_mgmt.secret_list('app/') ORDER BY path;
 RESET ROLE;
+
+-- a write undone by ROLLBACK TO SAVEPOINT leaves no audit row; one kept does
+SET ROLE regress_audit_alice;
+BEGIN;
+SAVEPOINT s1;
+SELECT secret_mgmt.secret_label('app/db', 'undone', 1);
+ROLLBACK TO SAVEPOINT s1;
+SAVEPOINT s2;
+SELECT secret_mgmt.secret_label('app/db', 'kept', 1);
+RELEASE SAVEPOINT s2;
+COMMIT;
+RESET ROLE;
+SELECT count(*) FILTER (WHERE action = 'label') AS labels
+  FROM secret_mgmt.secret_audit WHERE tenant_id = 'audit_a';
 
 -- audit_reads = off records no successful read; async queues it
 SET secret_mgmt.audit_reads = off;

@@ -51,6 +51,7 @@
 #include "audit.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "crypto.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -59,6 +60,8 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "storage/lock.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(secret_audit_verify);
@@ -228,8 +231,52 @@ fill_ok(SmAuditRecord *rec, const SmCaller *c, const char *action, const char *p
 }
 
 /*
- * Record a write, in the caller's transaction.  Runs inside sm_enter().
- * If the row cannot be written the error propagates and the write fails.
+ * Records of this transaction waiting to be chained at pre-commit, each
+ * with the subtransaction that made it (in TopTransactionContext).
+ */
+typedef struct PendingRecord
+{
+	SubTransactionId subid;
+	int			order;			/* creation order, to keep it per tenant */
+	SmAuditRecord rec;
+} PendingRecord;
+
+static List *pending = NIL;
+static int	pending_order = 0;
+
+/* Tenant first (chain locks are taken in that order), then creation order. */
+static int
+pending_cmp(const ListCell *a, const ListCell *b)
+{
+	const PendingRecord *pa = lfirst(a);
+	const PendingRecord *pb = lfirst(b);
+	int			c = strcmp(pa->rec.tenant, pb->rec.tenant);
+
+	if (c != 0)
+		return c;
+	return pa->order < pb->order ? -1 : pa->order > pb->order;
+}
+
+/* Keep a record for this transaction's pre-commit. */
+static void
+defer_record(const SmAuditRecord *rec)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+	PendingRecord *p = palloc(sizeof(PendingRecord));
+
+	p->subid = GetCurrentSubTransactionId();
+	p->order = pending_order++;
+	memcpy(&p->rec, rec, sizeof(SmAuditRecord));
+	pending = lappend(pending, p);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Record a write in the caller's transaction.  The row is chained and
+ * inserted at pre-commit (sm_audit_pre_commit): the tenant's chain head is
+ * then locked only from there to the commit, so concurrent transactions
+ * of one tenant neither queue on it for their whole length nor deadlock
+ * through it.  If the row cannot be written, the transaction fails.
  */
 void
 sm_audit_write(const SmCaller *c, const char *action, const char *path,
@@ -239,8 +286,58 @@ sm_audit_write(const SmCaller *c, const char *action, const char *path,
 	SmAuditRecord rec;
 
 	fill_ok(&rec, c, action, path, secret_id, version, value, len);
-	sm_audit_insert(&rec);
+	defer_record(&rec);
 	attempt.active = false;
+}
+
+/*
+ * Pre-commit (and pre-prepare): chain and insert this transaction's
+ * records, as the extension owner.  An error here aborts the transaction.
+ */
+void
+sm_audit_pre_commit(void)
+{
+	SmSession	session;
+	List	   *todo = pending;
+	ListCell   *lc;
+
+	if (todo == NIL)
+		return;
+	pending = NIL;
+	list_sort(todo, pending_cmp);
+	PushActiveSnapshot(GetLatestSnapshot());
+	sm_enter(&session);
+	foreach(lc, todo)
+		sm_audit_insert(&((PendingRecord *) lfirst(lc))->rec);
+	sm_leave(&session);
+	PopActiveSnapshot();
+}
+
+/* Transaction end: pending records are gone with their memory. */
+void
+sm_audit_forget_pending(void)
+{
+	pending = NIL;
+	pending_order = 0;
+}
+
+/* A subtransaction ended: its records go to its parent, or away. */
+void
+sm_audit_subxact(bool commit, SubTransactionId mySubid, SubTransactionId parentSubid)
+{
+	ListCell   *lc;
+
+	foreach(lc, pending)
+	{
+		PendingRecord *p = lfirst(lc);
+
+		if (p->subid != mySubid)
+			continue;
+		if (commit)
+			p->subid = parentSubid;
+		else
+			pending = foreach_delete_current(pending, lc);
+	}
 }
 
 /*
@@ -273,13 +370,7 @@ sm_audit_read(const SmCaller *c, const char *path, const pg_uuid_t *secret_id,
 		return;
 	fill_ok(&rec, c, "read", path, secret_id, version, value, len);
 	if (sm_audit_reads == SM_AUDIT_READS_SYNC)
-	{
-		SmSession	session;
-
-		sm_enter(&session);
-		sm_audit_insert(&rec);
-		sm_leave(&session);
-	}
+		defer_record(&rec);
 	else
 		sm_audit_enqueue(&rec);
 }
@@ -456,6 +547,54 @@ sm_audit_installed(void)
 }
 
 /*
+ * Run an internal statement against the latest committed state rather
+ * than the transaction's snapshot: under REPEATABLE READ a chain head
+ * moved by another transaction since this one began must be seen, and
+ * updated without a serialization failure (the chain lock, not the
+ * snapshot, orders the writers).
+ */
+static int
+exec_latest(SmStmt *stmt, Datum *values, const char *nulls, long tcount)
+{
+	int			rc;
+
+	if (stmt->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		stmt->plan = plan;
+	}
+	rc = SPI_execute_snapshot(stmt->plan, values, nulls, GetLatestSnapshot(),
+							  InvalidSnapshot, false, false, tcount);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_snapshot failed: %s", SPI_result_code_string(rc));
+	return (int) SPI_processed;
+}
+
+/*
+ * Serialise the writers of one tenant's chain until the end of the
+ * transaction: a heavyweight lock on a tag no SQL-level advisory lock
+ * function can take (its fourth field is not 1 or 2).  Taken at
+ * pre-commit or in the flusher's short transactions, tenants in name
+ * order, so it is held briefly and cannot deadlock with other chain
+ * writers.
+ */
+static void
+lock_chain(const char *tenant)
+{
+	LOCKTAG		tag;
+	uint64		h = hash_bytes_extended((const unsigned char *) tenant,
+										(int) strlen(tenant), 0);
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h, 0x534D);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/*
  * Chain and insert one record.  SPI must be connected and the current
  * user able to write the audit tables (the extension owner, or the
  * flusher's superuser).
@@ -502,12 +641,13 @@ sm_audit_insert(const SmAuditRecord *rec)
 	if (rec->outcome != SM_AUDIT_OK)
 	{
 		args[0] = CStringGetTextDatum(tenant);
-		if (sm_exec(&tenant_exists, args, NULL, 1) == 0)
+		if (exec_latest(&tenant_exists, args, NULL, 1) == 0)
 			tenant = "global";
 	}
 
+	lock_chain(tenant);
 	args[0] = CStringGetTextDatum(tenant);
-	if (sm_exec(&lock_head, args, NULL, 0) != 1)
+	if (exec_latest(&lock_head, args, NULL, 0) != 1)
 		elog(ERROR, "could not lock the audit chain of tenant \"%s\"", tenant);
 	r.seq = DatumGetInt64(sm_col(0, 1, &isnull)) + 1;
 	d = sm_col(0, 2, &isnull);
@@ -579,12 +719,12 @@ sm_audit_insert(const SmAuditRecord *rec)
 	args[15] = PointerGetDatum(bytes_to_bytea(prev, 32));
 	args[16] = PointerGetDatum(bytes_to_bytea(hash, 32));
 	nulls[17] = '\0';
-	sm_exec(&insert_row, args, nulls, 0);
+	exec_latest(&insert_row, args, nulls, 0);
 
 	args[0] = CStringGetTextDatum(tenant);
 	args[1] = Int64GetDatum(r.seq);
 	args[2] = PointerGetDatum(bytes_to_bytea(hash, 32));
-	sm_exec(&move_head, args, NULL, 0);
+	exec_latest(&move_head, args, NULL, 0);
 }
 
 /* ---------------------------------------------------------------------

@@ -59,7 +59,6 @@ PG_FUNCTION_INFO_V1(secret_audit_queue);
 PGDLLEXPORT void sm_audit_flusher_main(Datum arg);
 
 #define QUEUE_SLOTS			1024
-#define DRAIN_BATCH			64
 #define FULL_WAIT_MS		1000
 #define FLUSHER_NAPTIME_MS	1000
 #define MAX_DB_FLUSHERS		8
@@ -132,6 +131,10 @@ audit_xact_callback(XactEvent event, void *arg)
 
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			sm_audit_pre_commit();
+			return;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
@@ -145,6 +148,7 @@ audit_xact_callback(XactEvent event, void *arg)
 			return;
 	}
 	sm_audit_xact_end();
+	sm_audit_forget_pending();
 	if (nclaimed == 0 || queue == NULL)
 		return;
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
@@ -164,6 +168,17 @@ audit_xact_callback(XactEvent event, void *arg)
 	}
 	LWLockRelease(queue->lock);
 	nclaimed = 0;
+}
+
+/* Subtransaction end: pending audit records follow their subtransaction. */
+static void
+audit_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+		sm_audit_subxact(true, mySubid, parentSubid);
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+		sm_audit_subxact(false, mySubid, parentSubid);
 }
 
 /* The database the main flusher connects to. */
@@ -216,6 +231,7 @@ sm_flusher_init(void)
 	RegisterBackgroundWorker(&worker);
 
 	RegisterXactCallback(audit_xact_callback, NULL);
+	RegisterSubXactCallback(audit_subxact_callback, NULL);
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = secret_mgmt_audit_shmem_request;
@@ -320,6 +336,19 @@ claim_batch(SmAuditRecord *out, int max)
 	return n;
 }
 
+/* Tenant, then the order records were queued in (their time). */
+static int
+record_cmp(const void *a, const void *b)
+{
+	const SmAuditRecord *ra = a;
+	const SmAuditRecord *rb = b;
+	int			c = strcmp(ra->tenant, rb->tenant);
+
+	if (c != 0)
+		return c;
+	return ra->at < rb->at ? -1 : ra->at > rb->at;
+}
+
 /*
  * Write this database's queued records in the current transaction (SPI
  * connected, as a role that may write the audit tables).  They leave the
@@ -329,7 +358,7 @@ int
 sm_audit_drain(void)
 {
 	SmAuditRecord *batch;
-	int			total = 0;
+	int			n;
 
 	if (queue == NULL)
 		return 0;
@@ -337,19 +366,16 @@ sm_audit_drain(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 				 errmsg("the audit queue cannot be drained inside a subtransaction")));
-	batch = palloc(sizeof(SmAuditRecord) * DRAIN_BATCH);
-	while (total < QUEUE_SLOTS && nclaimed + DRAIN_BATCH <= QUEUE_SLOTS)
-	{
-		int			n = claim_batch(batch, DRAIN_BATCH);
-
-		for (int i = 0; i < n; i++)
-			sm_audit_insert(&batch[i]);
-		total += n;
-		if (n < DRAIN_BATCH)
-			break;
-	}
+	if (nclaimed > 0)
+		return 0;				/* drained already in this transaction */
+	batch = palloc(sizeof(SmAuditRecord) * QUEUE_SLOTS);
+	n = claim_batch(batch, QUEUE_SLOTS);
+	/* Oldest first within a tenant; tenants in name order (chain locks). */
+	qsort(batch, n, sizeof(SmAuditRecord), record_cmp);
+	for (int i = 0; i < n; i++)
+		sm_audit_insert(&batch[i]);
 	pfree(batch);
-	return total;
+	return n;
 }
 
 /* Databases other than ours with unclaimed records (at most `max`). */
