@@ -13,13 +13,13 @@
  *
  * Where rows come from:
  *
- *	- Writes call sm_audit_write() inside their sm_enter() section, so the
- *	  row is inserted in the caller's transaction: if it cannot be
- *	  written, the write fails (fail closed).
+ *	- Writes call sm_audit_write(), which keeps the record with the
+ *	  transaction; sm_audit_pre_commit() chains and inserts it when the
+ *	  transaction commits: if it cannot be written, the transaction fails
+ *	  (fail closed).  Records of a subtransaction rolled back go with it.
  *	- Successful reads call sm_audit_read(), which follows
- *	  secret_mgmt.audit_reads: sync inserts in the caller's transaction,
- *	  async hands the record to the shared queue (flusher.c), off records
- *	  nothing.
+ *	  secret_mgmt.audit_reads: sync keeps the record like a write, async
+ *	  hands it to the shared queue (flusher.c), off records nothing.
  *	- Refusals are recorded where they are raised.  An API entry point
  *	  notes its action and path with sm_audit_begin() (a copy into static
  *	  memory, no catalog access); the few functions that raise the
@@ -31,11 +31,12 @@
  *	  recorded once, however many layers report it.
  *
  * The chain: each tenant has a head row (secret_audit_head) holding the
- * last sequence number and hash.  A writer locks the head row, so writers
- * of one tenant queue there and the chain cannot fork; it then inserts its
- * row with seq = head + 1, prev_hash = the head's hash and hash =
- * SHA-256(canonical fields || prev_hash), and moves the head.  The first
- * row's prev_hash is 32 zero bytes.  secret_audit_verify() recomputes every
+ * last sequence number and hash.  A chain writer (pre-commit, or the
+ * flusher) takes the tenant's chain lock (lock_chain) until its
+ * transaction ends, so the chain cannot fork; it reads the head with the
+ * latest snapshot, inserts its row with seq = head + 1, prev_hash = the
+ * head's hash and hash = SHA-256(canonical fields || prev_hash), and moves
+ * the head.  The first row's prev_hash is 32 zero bytes.  secret_audit_verify() recomputes every
  * link and compares the head with the last row, so an altered, deleted or
  * truncated row is reported.
  *
