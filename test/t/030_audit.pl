@@ -9,6 +9,7 @@ use FindBin;
 use lib "$FindBin::RealBin/lib";
 use PostgreSQL::Test::Utils;
 use SecretMgmtTest;
+use SecretMgmtToken;
 use Test::More;
 
 my $node = new_node('audit');
@@ -92,6 +93,44 @@ is( $node->safe_psql(
 		'postgres', use_tenant_sql('acme')
 		  . q{SELECT max(version) FROM secret_mgmt.secret_versions('svc/key')}),
 	'1', 'and no version was written');
+
+# Token principals: a rejected token is recorded for the broker, a served
+# read for the token's subject.
+my $hs_secret = random_hex(32);
+$node->safe_psql('postgres', qq{
+	CREATE ROLE audit_broker LOGIN;
+	SELECT secret_mgmt.secret_broker_add('acme', 'audit_broker');
+	SELECT secret_mgmt.secret_token_key_add('acme', 'hs1', 'HS256', '$hs_secret');
+	SELECT secret_mgmt.secret_use_tenant('acme');
+	SELECT secret_mgmt.secret_grant('svc/**', 'token:alice', ARRAY['read']);
+});
+my $now = time();
+my %claims = (tenant => 'acme', sub => 'alice', exp => $now + 600, iat => $now);
+my $good = mint_token(alg => 'HS256', secret => $hs_secret,
+	header => { alg => 'HS256', typ => 'JWT', kid => 'hs1' }, claims => \%claims);
+my $forged = mint_token(alg => 'HS256', secret => random_hex(32),
+	header => { alg => 'HS256', typ => 'JWT', kid => 'hs1' }, claims => \%claims);
+($rc, $out, $err) = sql_result($node, 'postgres',
+	"BEGIN; SELECT secret_mgmt.secret_assume('$forged'); COMMIT;",
+	role => 'audit_broker');
+like($err, qr/token rejected: bad_signature/, 'a forged token is rejected');
+ok( $node->poll_query_until(
+		'postgres', q{SELECT count(*) = 1 FROM secret_mgmt.secret_audit
+		WHERE tenant_id = 'acme' AND principal = 'audit_broker'
+		  AND action = 'assume:bad_signature' AND outcome = 'denied'}),
+	'the token rejection reaches the audit trail');
+sql_ok($node, 'postgres',
+	"SET secret_mgmt.audit_reads = sync; BEGIN; SET LOCAL ROLE audit_broker;"
+	  . " SELECT secret_mgmt.secret_assume('$good');"
+	  . " SELECT secret_mgmt.secret_resolve('svc/key'); COMMIT;",
+	'a token principal reads with synchronous read audit');
+is( $node->safe_psql(
+		'postgres', q{SELECT principal || ' via ' || session_user_name
+		  FROM secret_mgmt.secret_audit
+		 WHERE tenant_id = 'acme' AND action = 'read' AND outcome = 'ok'
+		   AND principal LIKE 'token:%'}),
+	'token:alice via ' . $node->safe_psql('postgres', 'SELECT session_user'),
+	'the read is recorded for the token subject and the session user');
 
 # Every chain still verifies.
 is( $node->safe_psql(
