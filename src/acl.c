@@ -1017,6 +1017,7 @@ secret_check(PG_FUNCTION_ARGS)
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	sm_check_path(path);
 	cap = sm_cap_parse(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	sm_audit_begin("check", path);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	principal_for(fcinfo, 2, &c, path, &who);
@@ -1046,6 +1047,7 @@ secret_explain_access(PG_FUNCTION_ARGS)
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	sm_check_path(path);
 	InitMaterializedSRF(fcinfo, 0);
+	sm_audit_begin("explain_access", path);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	principal_for(fcinfo, 1, &c, path, &who);
@@ -1094,6 +1096,7 @@ secret_grants(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 
 	InitMaterializedSRF(fcinfo, 0);
+	sm_audit_begin("grants", NULL);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	foreach(lc, sm_lookup_grants(c.tenant))

@@ -91,6 +91,7 @@ static struct
 {
 	bool		active;
 	bool		recorded;
+	TimestampTz statement;		/* start of the statement that began it */
 	Oid			roleid;
 	char		action[SM_AUDIT_ACTION_LEN];
 	char		path[SM_AUDIT_PATH_LEN];
@@ -124,6 +125,7 @@ sm_audit_begin(const char *action, const char *path)
 {
 	attempt.active = true;
 	attempt.recorded = false;
+	attempt.statement = GetCurrentStatementStartTimestamp();
 	attempt.roleid = GetUserId();
 	copy_field(attempt.action, sizeof(attempt.action), action);
 	copy_field(attempt.path, sizeof(attempt.path), path);
@@ -366,7 +368,7 @@ sm_audit_read(const SmCaller *c, const char *path, const pg_uuid_t *secret_id,
 {
 	SmAuditRecord rec;
 
-	attempt.active = false;
+	/* The attempt stays open: secret_render reads several references. */
 	if (sm_audit_reads == SM_AUDIT_READS_OFF)
 		return;
 	fill_ok(&rec, c, "read", path, secret_id, version, value, len);
@@ -399,7 +401,9 @@ sm_audit_refused_as(SmAuditOutcome outcome, int sqlerrcode, const char *path)
 	SmAuditRecord rec;
 	const char *state;
 
-	if (!attempt.active || attempt.recorded)
+	/* No attempt of this statement: nothing to attribute the refusal to. */
+	if (!attempt.active || attempt.recorded ||
+		attempt.statement != GetCurrentStatementStartTimestamp())
 		return;
 	attempt.recorded = true;
 	memset(&rec, 0, sizeof(rec));

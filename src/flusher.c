@@ -80,6 +80,7 @@ typedef struct AuditQueue
 	uint64		flushed;
 	uint64		rejected;		/* requests failed because the queue was full */
 	Latch	   *flusher_latch;	/* the main flusher's, or NULL */
+	int			next_free;		/* where to start looking for a free slot */
 	QueueSlot	slots[QUEUE_SLOTS];
 } AuditQueue;
 
@@ -266,12 +267,14 @@ sm_audit_enqueue(const SmAuditRecord *rec)
 		LWLockAcquire(queue->lock, LW_EXCLUSIVE);
 		if (queue->used < QUEUE_SLOTS)
 		{
-			for (int i = 0; i < QUEUE_SLOTS; i++)
+			for (int k = 0; k < QUEUE_SLOTS; k++)
 			{
+				int			i = (queue->next_free + k) % QUEUE_SLOTS;
 				QueueSlot  *s = &queue->slots[i];
 
 				if (OidIsValid(s->dboid))
 					continue;
+				queue->next_free = (i + 1) % QUEUE_SLOTS;
 				s->dboid = MyDatabaseId;
 				s->claimed_by = 0;
 				s->ticket = queue->next_ticket++;

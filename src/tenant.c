@@ -606,6 +606,10 @@ secret_use_tenant(PG_FUNCTION_ARGS)
 	else
 		ok = role_in_tenant(session.caller, tenant, &is_admin);
 	if (!ok)
+	{
+		sm_audit_begin("use_tenant", NULL);
+		sm_audit_note_tenant(tenant);
+		sm_audit_refused(ERRCODE_SM_PERMISSION, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_PERMISSION),
 				 errmsg("permission denied for tenant \"%s\"", tenant),
@@ -613,6 +617,7 @@ secret_use_tenant(PG_FUNCTION_ARGS)
 				 errdetail("The tenant does not exist.") :
 				 errdetail("Role \"%s\" is not a member of this tenant.",
 						   role_name(session.caller))));
+	}
 
 	if (local)
 	{
