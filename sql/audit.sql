@@ -123,6 +123,16 @@ SELECT count(*) AS rows_with_values
  WHERE position('canary-value' IN a::text) > 0
     OR position(encode(convert_to('canary-value', 'UTF8'), 'hex') IN a::text) > 0;
 
+-- the refusals above reach the table before the chains are examined
+SELECT secret_mgmt.secret_audit_flush() >= 0 AS flushed;
+DO $$
+BEGIN
+    FOR i IN 1..400 LOOP
+        EXIT WHEN (SELECT pending FROM secret_mgmt.secret_audit_queue()) = 0;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+
 -- the chains verify
 SELECT tenant, broken_at, reason FROM secret_mgmt.secret_audit_verify()
  WHERE tenant IN ('audit_a', 'audit_b', 'global') ORDER BY tenant;
