@@ -37,6 +37,7 @@
 #include "postgres.h"
 
 #include "acl.h"
+#include "audit.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "lookup.h"
@@ -480,6 +481,36 @@ sm_acl_decide(const SmCaller *c, const char *path, uint32 cap)
 	return d;
 }
 
+/*
+ * Does `c` hold `cap` on everything ("**"): an allow whose pattern covers
+ * "**" and no deny of the capability on any pattern?  For tenant-wide
+ * capabilities such as audit.
+ */
+bool
+sm_acl_allows_everywhere(const SmCaller *c, uint32 cap)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		allowed = false;
+	ListCell   *lc;
+
+	if (c->is_admin)
+		return true;
+	if (c->outsider)
+		return false;
+	foreach(lc, sm_lookup_grants(c->tenant))
+	{
+		const SmGrant *g = lfirst(lc);
+
+		if (!grant_applies(g, c, now) || (g->caps & (cap | SM_CAP_ADMIN)) == 0)
+			continue;
+		if (g->deny)
+			return false;
+		if (sm_pattern_covers(g->pattern, "**"))
+			allowed = true;
+	}
+	return allowed;
+}
+
 bool
 sm_acl_allows(const SmCaller *c, const char *path, uint32 cap)
 {
@@ -496,11 +527,16 @@ sm_acl_require(const SmCaller *c, const char *path, uint32 cap)
 {
 	if (sm_acl_allows(c, path, cap))
 		return;
+	/* Either way the trail says "denied", whichever SQLSTATE the caller sees. */
 	if (cap != SM_CAP_LIST && sm_acl_allows(c, path, SM_CAP_LIST))
+	{
+		sm_audit_refused(ERRCODE_SM_PERMISSION, path);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_PERMISSION),
 				 errmsg("permission denied for secret \"%s\"", path),
 				 errdetail("Capability \"%s\" is required.", sm_cap_name(cap))));
+	}
+	sm_audit_refused_as(SM_AUDIT_DENIED, ERRCODE_SM_NOT_FOUND, path);
 	sm_report_not_found(path, NULL);
 }
 
@@ -679,18 +715,24 @@ require_delegation(const SmCaller *c, const char *pattern, uint32 caps,
 	if (c->is_admin || caps == 0)
 		return;
 	if ((delegable_caps(c, pattern, &limit) & need) != need)
+	{
+		sm_audit_refused(ERRCODE_SM_PERMISSION, pattern);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_PERMISSION),
 				 errmsg("permission denied to grant on \"%s\"", pattern),
 				 errdetail("Granting needs the grant capability and every capability granted, on a pattern covering \"%s\".",
 						   pattern)));
+	}
 	if (limit != 0 && (expires == 0 || expires > limit))
+	{
+		sm_audit_refused(ERRCODE_SM_PERMISSION, pattern);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_PERMISSION),
 				 errmsg("a grant on \"%s\" may not outlive the granter's own", pattern),
 				 errdetail("The rules that allow this delegation expire at %s.",
 						   timestamptz_to_str(limit)),
 				 errhint("Give an expires_at no later than that.")));
+	}
 }
 
 /* May the caller change rules on `pattern` at all (for listing them)? */
@@ -768,6 +810,7 @@ add_rule(FunctionCallInfo fcinfo, bool deny)
 	sm_pattern_check(pattern);
 	caps = sm_caps_from_array(PG_GETARG_ARRAYTYPE_P(2));
 
+	sm_audit_begin(deny ? "deny" : "grant", pattern);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	grantee = parse_grantee(grantee_arg, &c);
@@ -799,6 +842,7 @@ add_rule(FunctionCallInfo fcinfo, bool deny)
 	if (sm_exec(&merge, args, nulls, 0) == 0)
 		sm_exec(&insert, args, nulls, 0);
 	sm_lookup_acl_changed();
+	sm_audit_write(&c, deny ? "deny" : "grant", pattern, NULL, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -859,6 +903,7 @@ secret_revoke(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2))
 		caps = sm_caps_from_array(PG_GETARG_ARRAYTYPE_P(2));
 
+	sm_audit_begin("revoke", pattern);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	grantee = parse_grantee(text_to_cstring(PG_GETARG_TEXT_PP(1)), &c);
@@ -885,6 +930,7 @@ secret_revoke(PG_FUNCTION_ARGS)
 	sm_exec(&strip, args, nulls, 0);
 	sm_exec(&drop_empty, args, NULL, 0);
 	sm_lookup_acl_changed();
+	sm_audit_write(&c, "revoke", pattern, NULL, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -971,6 +1017,7 @@ secret_check(PG_FUNCTION_ARGS)
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	sm_store_check_path(path);
 	cap = sm_cap_parse(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	sm_audit_begin("check", path);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	principal_for(fcinfo, 2, &c, path, &who);
@@ -1000,6 +1047,7 @@ secret_explain_access(PG_FUNCTION_ARGS)
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	sm_store_check_path(path);
 	InitMaterializedSRF(fcinfo, 0);
+	sm_audit_begin("explain_access", path);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	principal_for(fcinfo, 1, &c, path, &who);
@@ -1048,6 +1096,7 @@ secret_grants(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 
 	InitMaterializedSRF(fcinfo, 0);
+	sm_audit_begin("grants", NULL);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	foreach(lc, sm_lookup_grants(c.tenant))

@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "audit.h"
 #include "crypto.h"
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
@@ -237,10 +238,13 @@ check_envelope_framing(const bytea *envelope)
 		problem = "The stored envelope's length field does not match its size.";
 
 	if (problem)
+	{
+		sm_audit_refused(ERRCODE_SM_INTEGRITY, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_INTEGRITY),
 				 errmsg("secret value failed its integrity check"),
 				 errdetail_internal("%s", problem)));
+	}
 }
 
 /* The data key id recorded in an envelope. */
@@ -269,10 +273,13 @@ sm_envelope_try_open(const uint8 *dek, const SmValueAad *aad,
 	check_envelope_framing(envelope);
 	n = VARSIZE_ANY_EXHDR(envelope) - SM_ENVELOPE_OVERHEAD;
 	if ((int32) get_uint32(p + 2) != aad->key_id)
+	{
+		sm_audit_refused(ERRCODE_SM_INTEGRITY, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_INTEGRITY),
 				 errmsg("secret value failed its integrity check"),
 				 errdetail("The stored envelope names another data key than its row.")));
+	}
 
 	initStringInfo(&aadbuf);
 	build_value_aad(&aadbuf, aad);
@@ -299,9 +306,12 @@ sm_envelope_open(const uint8 *dek, const SmValueAad *aad,
 	uint8	   *plain = sm_envelope_try_open(dek, aad, envelope, plain_len);
 
 	if (plain == NULL)
+	{
+		sm_audit_refused(ERRCODE_SM_INTEGRITY, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_INTEGRITY),
 				 errmsg("secret value failed its integrity check"),
 				 errdetail("The ciphertext does not authenticate for this tenant, secret and version; it was altered or moved.")));
+	}
 	return plain;
 }

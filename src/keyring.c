@@ -325,6 +325,32 @@ sm_keyring_kek_id(void)
 	return root_loaded ? kek_id : NULL;
 }
 
+/*
+ * A key derived from the root key for one purpose: HMAC-SHA256(root,
+ * label || context).  False if the root key is not loaded.
+ */
+bool
+sm_keyring_derive(const char *label, const char *context, uint8 *out)
+{
+	size_t		llen = strlen(label);
+	size_t		clen = strlen(context);
+	unsigned char *msg;
+	unsigned int len = 0;
+	bool		ok;
+
+	if (!root_loaded)
+		return false;
+	msg = palloc(llen + clen + 1);
+	memcpy(msg, label, llen);
+	memcpy(msg + llen, context, clen);
+	ok = HMAC(EVP_sha256(), vault->root, SM_KEY_LEN, msg, llen + clen,
+			  out, &len) != NULL && len == SM_KEY_LEN;
+	pfree(msg);
+	if (!ok)
+		OPENSSL_cleanse(out, SM_KEY_LEN);
+	return ok;
+}
+
 /* Wipe every cached data key in this backend. */
 void
 sm_keyring_forget(void)

@@ -30,6 +30,7 @@
  */
 #include "postgres.h"
 
+#include "audit.h"
 #include "backend.h"
 #include "crypto.h"
 #include "store.h"
@@ -256,6 +257,7 @@ secret_rekey(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 	int64		total = 0;
 
+	sm_audit_begin("rekey", NULL);
 	sm_enter(&session);
 	if (PG_ARGISNULL(0))
 	{

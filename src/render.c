@@ -18,6 +18,7 @@
  */
 #include "postgres.h"
 
+#include "audit.h"
 #include "crypto.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
@@ -185,6 +186,7 @@ secret_render(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	tmpl = PG_GETARG_TEXT_PP(0);
+	sm_audit_begin("render", NULL);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	st.caller = &c;

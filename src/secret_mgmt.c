@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "audit.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -180,6 +181,9 @@ define_gucs(void)
 
 	/* The worker and events (worker.c, events.c) */
 	define_worker_gucs();
+
+	/* The audit trail (audit.c, flusher.c) */
+	sm_audit_define_gucs();
 	MarkGUCPrefixReserved("secret_mgmt");
 }
 
@@ -209,6 +213,9 @@ _PG_init(void)
 
 	RegisterXactCallback(sm_tenant_xact_callback, NULL);
 	RegisterSubXactCallback(sm_tenant_subxact_callback, NULL);
+
+	/* The audit queue and its flusher (shared memory hooks) */
+	sm_flusher_init();
 
 	/* libcurl and the backends' circuit breakers (hooks last) */
 	sm_http_init();

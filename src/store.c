@@ -26,6 +26,7 @@
 #include "backend.h"
 #include "catalog/pg_type.h"
 #include "acl.h"
+#include "audit.h"
 #include "crypto.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -82,6 +83,7 @@ PG_FUNCTION_INFO_V1(secret_set_expiry);
 void
 sm_report_not_found(const char *path, const char *hint)
 {
+	sm_audit_refused(ERRCODE_SM_NOT_FOUND, path);
 	ereport(ERROR,
 			(errcode(ERRCODE_SM_NOT_FOUND),
 			 errmsg("secret \"%s\" not found", path),
@@ -499,6 +501,7 @@ sm_store_resolve(const SmCaller *c, const char *path, const char *label,
 	SmContext	context;
 	SmResolved	r;
 	const char *tenant = c->tenant;
+	uint8	   *plain;
 
 	sm_acl_require(c, path, SM_CAP_READ);
 	context.team = c->team;
@@ -517,6 +520,7 @@ sm_store_resolve(const SmCaller *c, const char *path, const char *label,
 		sm_report_not_found(path, NULL);
 	if (!r.found_version)
 	{
+		sm_audit_refused(ERRCODE_SM_NOT_FOUND, path);
 		if (by_version)
 			ereport(ERROR,
 					(errcode(ERRCODE_SM_NOT_FOUND),
@@ -526,18 +530,26 @@ sm_store_resolve(const SmCaller *c, const char *path, const char *label,
 				 errmsg("label \"%s\" of secret \"%s\" not found", label, path)));
 	}
 	if (strcmp(r.state, "enabled") != 0)
+	{
+		sm_audit_refused(ERRCODE_SM_NOT_FOUND, path);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_NOT_FOUND),
 				 errmsg("version %d of secret \"%s\" is %s", r.version, path, r.state),
 				 strcmp(r.state, "disabled") == 0 ?
 				 errhint("Enable it with secret_mgmt.secret_version_enable().") : 0));
+	}
 	if (r.expired)
+	{
+		sm_audit_refused(ERRCODE_SM_EXPIRED, path);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_EXPIRED),
 				 errmsg("secret \"%s\" has expired", path),
 				 errhint("Move or clear the expiry with secret_mgmt.secret_set_expiry().")));
+	}
 
-	return open_resolved(tenant, &r, len);
+	plain = open_resolved(tenant, &r, len);
+	sm_audit_read(c, path, &r.secret_id, r.version, plain, *len);
+	return plain;
 }
 
 /*
@@ -568,6 +580,7 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 		else
 			label = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	}
+	sm_audit_begin("read", path);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, path);
 	return sm_store_resolve(&c, path, label, by_version, want_version, len);
@@ -697,6 +710,7 @@ create_secret(FunctionCallInfo fcinfo)
 				 errmsg("tags must be a JSON object")));
 	sm_type_check_name(type);
 
+	sm_audit_begin("create", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_CREATE);
@@ -751,6 +765,7 @@ create_secret(FunctionCallInfo fcinfo)
 							  PG_ARGISNULL(7) ? NULL : PG_GETARG_INTERVAL_P(7),
 							  PG_ARGISNULL(8) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(8)));
 	sm_event_emit(c.tenant, "created", &id, path, 1, c.rolename, NULL);
+	sm_audit_write(&c, "create", path, &id, 1, value, len);
 	sm_leave(&session);
 
 	PG_RETURN_UUID_P(memcpy(palloc(sizeof(pg_uuid_t)), &id, sizeof(pg_uuid_t)));
@@ -786,6 +801,7 @@ update_secret(FunctionCallInfo fcinfo)
 	uint8	   *value = arg_value(fcinfo, 1, &len);
 	int32		version;
 
+	sm_audit_begin("update", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_UPDATE);
@@ -807,6 +823,7 @@ update_secret(FunctionCallInfo fcinfo)
 	sm_store_insert_version(&c, &s.id, s.type, version, value, len);
 	sm_store_promote(&c, &s.id, version);
 	sm_event_emit(c.tenant, "updated", &s.id, path, version, c.rolename, NULL);
+	sm_audit_write(&c, "update", path, &s.id, version, value, len);
 	sm_leave(&session);
 	PG_RETURN_INT32(version);
 }
@@ -887,6 +904,7 @@ secret_rollback(PG_FUNCTION_ARGS)
 				 errmsg("to_version must not be null")));
 	to_version = PG_GETARG_INT32(1);
 
+	sm_audit_begin("rollback", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_UPDATE);
@@ -902,6 +920,7 @@ secret_rollback(PG_FUNCTION_ARGS)
 						to_version, path, state)));
 	plain = open_row_value(&c, &s.id, to_version, 2, CurrentMemoryContext, &len);
 	sm_store_insert_version(&c, &s.id, s.type, version, plain, len);
+	sm_audit_write(&c, "rollback", path, &s.id, version, plain, len);
 	sm_wipe(plain, len);
 	sm_store_promote(&c, &s.id, version);
 	sm_event_emit(c.tenant, "rolled_back", &s.id, path, version, c.rolename,
@@ -943,6 +962,7 @@ secret_versions(PG_FUNCTION_ARGS)
 	int			n;
 
 	InitMaterializedSRF(fcinfo, 0);
+	sm_audit_begin("versions", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_LIST);
@@ -993,6 +1013,7 @@ secret_list(PG_FUNCTION_ARGS)
 	int			n;
 
 	InitMaterializedSRF(fcinfo, 0);
+	sm_audit_begin("list", prefix);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	args[0] = CStringGetTextDatum(c.tenant);
@@ -1035,6 +1056,7 @@ secret_label(PG_FUNCTION_ARGS)
 	char	   *label = arg_text(fcinfo, 1, "label");
 
 	check_label(label);
+	sm_audit_begin("label", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_UPDATE);
@@ -1082,6 +1104,8 @@ secret_label(PG_FUNCTION_ARGS)
 		sm_event_emit(c.tenant, "labelled", &s.id, path, version, c.rolename,
 					  psprintf("{\"label\": \"%s\"}", label));
 	}
+	sm_audit_write(&c, "label", path, &s.id, PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2),
+				   NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -1124,6 +1148,8 @@ change_version_state(FunctionCallInfo fcinfo, VersionAction action)
 	int32		version;
 	char	   *state;
 	Datum		args[4];
+	const char *action_name = action == VERSION_DISABLE ? "version_disable" :
+		action == VERSION_ENABLE ? "version_enable" : "version_destroy";
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -1131,6 +1157,7 @@ change_version_state(FunctionCallInfo fcinfo, VersionAction action)
 				 errmsg("version must not be null")));
 	version = PG_GETARG_INT32(1);
 
+	sm_audit_begin(action_name, path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, action == VERSION_DESTROY ? SM_CAP_DELETE : SM_CAP_UPDATE);
@@ -1167,6 +1194,7 @@ change_version_state(FunctionCallInfo fcinfo, VersionAction action)
 				  action == VERSION_DESTROY ? "version_destroyed" :
 				  action == VERSION_ENABLE ? "version_enabled" : "version_disabled",
 				  &s.id, path, version, c.rolename, NULL);
+	sm_audit_write(&c, action_name, path, &s.id, version, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -1207,6 +1235,7 @@ secret_delete(PG_FUNCTION_ARGS)
 	char	   *path = arg_path(fcinfo, 0);
 	Datum		args[3];
 
+	sm_audit_begin("delete", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_DELETE);
@@ -1217,6 +1246,7 @@ secret_delete(PG_FUNCTION_ARGS)
 	if (sm_exec(&stmt, args, NULL, 0) != 1)
 		sm_report_not_found(path, NULL);
 	sm_event_emit(c.tenant, "deleted", &s.id, path, 0, c.rolename, NULL);
+	sm_audit_write(&c, "delete", path, &s.id, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -1239,6 +1269,7 @@ secret_restore(PG_FUNCTION_ARGS)
 	char	   *path = arg_path(fcinfo, 0);
 	Datum		args[3];
 
+	sm_audit_begin("restore", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_DELETE);
@@ -1249,6 +1280,7 @@ secret_restore(PG_FUNCTION_ARGS)
 	if (sm_exec(&stmt, args, NULL, 0) != 1)
 		sm_report_not_found(path, NULL);
 	sm_event_emit(c.tenant, "restored", &s.id, path, 0, c.rolename, NULL);
+	sm_audit_write(&c, "restore", path, &s.id, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -1278,6 +1310,7 @@ secret_purge(PG_FUNCTION_ARGS)
 	char	   *path = arg_path(fcinfo, 0);
 	Datum		args[2];
 
+	sm_audit_begin("purge", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_ADMIN);
@@ -1300,6 +1333,7 @@ secret_purge(PG_FUNCTION_ARGS)
 	args[1] = UUIDPGetDatum(&s.id);
 	sm_exec(&purge, args, NULL, 0);
 	sm_event_emit(c.tenant, "purged", &s.id, path, 0, c.rolename, NULL);
+	sm_audit_write(&c, "purge", path, &s.id, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -1322,6 +1356,7 @@ secret_set_expiry(PG_FUNCTION_ARGS)
 	Datum		args[4];
 	char		nulls[4] = "    ";
 
+	sm_audit_begin("set_expiry", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_UPDATE);
@@ -1336,6 +1371,7 @@ secret_set_expiry(PG_FUNCTION_ARGS)
 	if (sm_exec(&stmt, args, nulls, 0) != 1)
 		sm_report_not_found(path, NULL);
 	sm_event_emit(c.tenant, "expiry_changed", &s.id, path, 0, c.rolename, NULL);
+	sm_audit_write(&c, "set_expiry", path, &s.id, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }

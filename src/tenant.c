@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include "audit.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "kms.h"
@@ -230,10 +231,14 @@ sm_caller_resolve(SmSession *session, SmCaller *caller, const char *path)
 
 		/* The broker must still be one; then the token is the principal. */
 		if (!sm_is_broker(session->caller, assumed_tenant))
+		{
+			sm_audit_note_tenant(assumed_tenant);
+			sm_audit_refused(ERRCODE_SM_PERMISSION, path);
 			ereport(ERROR,
 					(errcode(ERRCODE_SM_PERMISSION),
 					 errmsg("role \"%s\" is no longer a broker of tenant \"%s\"",
 							role_name(session->caller), assumed_tenant)));
+		}
 		old = MemoryContextSwitchTo(session->caller_cxt);
 		caller->assumed = true;
 		caller->tenant = pstrdup(assumed_tenant);
@@ -246,6 +251,7 @@ sm_caller_resolve(SmSession *session, SmCaller *caller, const char *path)
 		caller->user = pstrdup(assumed_subject);
 		caller->is_superuser = false;
 		MemoryContextSwitchTo(old);
+		sm_audit_caller(caller);
 		return;
 	}
 
@@ -269,14 +275,19 @@ sm_caller_resolve(SmSession *session, SmCaller *caller, const char *path)
 		else
 			ok = role_in_tenant(caller->roleid, chosen, &is_admin);
 		if (!ok)
+		{
+			sm_audit_note_tenant(chosen);
+			sm_audit_refused(ERRCODE_SM_PERMISSION, path);
 			ereport(ERROR,
 					(errcode(ERRCODE_SM_PERMISSION),
 					 errmsg("permission denied for tenant \"%s\"", chosen),
 					 errdetail("Role \"%s\" is not a member of the tenant selected for this session.",
 							   caller->rolename),
 					 errhint("Select another tenant with secret_mgmt.secret_use_tenant().")));
+		}
 		caller->tenant = MemoryContextStrdup(session->caller_cxt, chosen);
 		caller->is_admin = is_admin;
+		sm_audit_caller(caller);
 		return;
 	}
 
@@ -321,6 +332,7 @@ sm_caller_resolve(SmSession *session, SmCaller *caller, const char *path)
 
 			if (path)
 				sm_report_not_found(path, hint);
+			sm_audit_refused(ERRCODE_SM_PERMISSION, path);
 			ereport(ERROR,
 					(errcode(ERRCODE_SM_PERMISSION),
 					 errmsg("role \"%s\" is not a member of any tenant", caller->rolename),
@@ -328,6 +340,7 @@ sm_caller_resolve(SmSession *session, SmCaller *caller, const char *path)
 		}
 		caller->tenant = MemoryContextStrdup(session->caller_cxt, found);
 		caller->is_admin = found_admin;
+		sm_audit_caller(caller);
 	}
 }
 
@@ -368,6 +381,8 @@ sm_require_tenant_admin(SmSession *session, const char *tenant)
 	}
 	else if (role_in_tenant(session->caller, tenant, &is_admin) && is_admin)
 		return;
+	sm_audit_note_tenant(tenant);
+	sm_audit_refused(ERRCODE_SM_PERMISSION, NULL);
 	ereport(ERROR,
 			(errcode(ERRCODE_SM_PERMISSION),
 			 errmsg("permission denied for tenant \"%s\"", tenant),
@@ -417,11 +432,15 @@ secret_tenant_create(PG_FUNCTION_ARGS)
 	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	kms = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	check_tenant_name(tenant);
+	sm_audit_begin("tenant_create", NULL);
 	if (!superuser())
+	{
+		sm_audit_refused(ERRCODE_SM_PERMISSION, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_PERMISSION),
 				 errmsg("permission denied to create tenant \"%s\"", tenant),
 				 errdetail("Only the platform administrator (a superuser) creates tenants.")));
+	}
 	/* 'local', or 'vault' with a valid Transit configuration (kms.c). */
 	sm_kms_check_config(kms, PG_GETARG_JSONB_P(2));
 
@@ -434,6 +453,7 @@ secret_tenant_create(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("tenant \"%s\" already exists", tenant)));
+	sm_audit_tenant_change(tenant, session.caller, "tenant_create", NULL);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -458,6 +478,7 @@ secret_tenant_add_member(PG_FUNCTION_ARGS)
 				 errmsg("tenant, member and admin must not be null")));
 	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
+	sm_audit_begin("member_add", NULL);
 	sm_enter(&session);
 	sm_require_tenant_admin(&session, tenant);
 
@@ -478,6 +499,7 @@ secret_tenant_add_member(PG_FUNCTION_ARGS)
 	args[3] = CStringGetTextDatum(role_name(session.caller));
 	sm_exec(&upsert, args, NULL, 0);
 	sm_lookup_members_changed();
+	sm_audit_tenant_change(tenant, session.caller, "member_add", role_name(DatumGetObjectId(PG_GETARG_DATUM(1))));
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -502,6 +524,7 @@ secret_tenant_remove_member(PG_FUNCTION_ARGS)
 				 errmsg("tenant and member must not be null")));
 	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
+	sm_audit_begin("member_remove", NULL);
 	sm_enter(&session);
 	sm_require_tenant_admin(&session, tenant);
 	args[0] = CStringGetTextDatum(tenant);
@@ -512,6 +535,7 @@ secret_tenant_remove_member(PG_FUNCTION_ARGS)
 				 errmsg("role \"%s\" is not a member of tenant \"%s\"",
 						role_name(DatumGetObjectId(PG_GETARG_DATUM(1))), tenant)));
 	sm_lookup_members_changed();
+	sm_audit_tenant_change(tenant, session.caller, "member_remove", role_name(DatumGetObjectId(PG_GETARG_DATUM(1))));
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -545,6 +569,7 @@ secret_tenant_set_purge_protection(PG_FUNCTION_ARGS)
 	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	enable = PG_GETARG_BOOL(1);
 
+	sm_audit_begin("purge_protection", NULL);
 	sm_enter(&session);
 	sm_require_tenant_admin(&session, tenant);
 	arg = CStringGetTextDatum(tenant);
@@ -556,6 +581,7 @@ secret_tenant_set_purge_protection(PG_FUNCTION_ARGS)
 				 errdetail("Once enabled, purge protection stays on for the life of the tenant.")));
 	if (enable)
 		sm_exec(&set, &arg, NULL, 0);
+	sm_audit_tenant_change(tenant, session.caller, "purge_protection", enable ? "on" : "off");
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -591,6 +617,10 @@ secret_use_tenant(PG_FUNCTION_ARGS)
 	else
 		ok = role_in_tenant(session.caller, tenant, &is_admin);
 	if (!ok)
+	{
+		sm_audit_begin("use_tenant", NULL);
+		sm_audit_note_tenant(tenant);
+		sm_audit_refused(ERRCODE_SM_PERMISSION, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_PERMISSION),
 				 errmsg("permission denied for tenant \"%s\"", tenant),
@@ -598,6 +628,7 @@ secret_use_tenant(PG_FUNCTION_ARGS)
 				 errdetail("The tenant does not exist.") :
 				 errdetail("Role \"%s\" is not a member of this tenant.",
 						   role_name(session.caller))));
+	}
 
 	if (local)
 	{

@@ -40,6 +40,7 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 
+#include "audit.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "crypto.h"
@@ -68,6 +69,11 @@ PG_FUNCTION_INFO_V1(secret_assume);
 static void
 reject(const char *reason, const char *detail)
 {
+	char		action[SM_AUDIT_ACTION_LEN];
+
+	snprintf(action, sizeof(action), "assume:%s", reason);
+	sm_audit_set_action(action);
+	sm_audit_refused(ERRCODE_SM_PERMISSION, NULL);
 	ereport(ERROR,
 			(errcode(ERRCODE_SM_PERMISSION),
 			 errmsg("token rejected: %s", reason),
@@ -364,6 +370,7 @@ secret_assume(PG_FUNCTION_ARGS)
 	Oid			caller = GetUserId();
 
 	sm_check_preloaded();
+	sm_audit_begin("assume", NULL);
 	if (PG_ARGISNULL(0))
 		reject("malformed", "The token is null.");
 	token_text = PG_GETARG_TEXT_PP(0);
@@ -385,6 +392,8 @@ secret_assume(PG_FUNCTION_ARGS)
 
 	if (!sm_is_broker(caller, tenant))
 		reject("not_a_broker", "Only roles registered with secret_broker_add() for the token's tenant may assume its tokens.");
+	/* A broker of the claimed tenant: its rejections go to that tenant's trail. */
+	sm_audit_note_tenant(tenant);
 	if (!sm_lookup_token_key(tenant, kid, &key))
 		reject("unknown_key", "No key with the token's kid is registered for its tenant.");
 	if (strcmp(alg, key.alg) != 0)
@@ -512,6 +521,7 @@ secret_token_key_add(PG_FUNCTION_ARGS)
 				 errmsg("unsupported token algorithm \"%s\"", alg),
 				 errhint("Supported: HS256, RS256, ES256.")));
 
+	sm_audit_begin("token_key_add", NULL);
 	sm_enter(&session);
 	sm_require_tenant_admin(&session, tenant);
 	sm_random_bytes(uuid.data, UUID_LEN);
@@ -540,6 +550,7 @@ secret_token_key_add(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("token key \"%s\" of tenant \"%s\" already exists", kid, tenant),
 				 errhint("Remove it with secret_mgmt.secret_token_key_remove() first, or use a new kid.")));
+	sm_audit_tenant_change(tenant, session.caller, "token_key_add", kid);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -562,6 +573,7 @@ secret_token_key_remove(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("tenant and kid must not be null")));
 	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	sm_audit_begin("token_key_remove", NULL);
 	sm_enter(&session);
 	sm_require_tenant_admin(&session, tenant);
 	args[0] = CStringGetTextDatum(tenant);
@@ -571,6 +583,8 @@ secret_token_key_remove(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("token key \"%s\" of tenant \"%s\" does not exist",
 						text_to_cstring(PG_GETARG_TEXT_PP(1)), tenant)));
+	sm_audit_tenant_change(tenant, session.caller, "token_key_remove",
+						   text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -598,6 +612,7 @@ secret_broker_add(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a superuser cannot be a broker"),
 				 errdetail("A broker must be a role with no access of its own.")));
+	sm_audit_begin("broker_add", NULL);
 	sm_enter(&session);
 	sm_require_tenant_admin(&session, tenant);
 	/* As for members: a tenant administrator registers only roles it administers. */
@@ -612,6 +627,7 @@ secret_broker_add(PG_FUNCTION_ARGS)
 	args[2] = CStringGetTextDatum(GetUserNameFromId(session.caller, false));
 	sm_exec(&insert, args, NULL, 0);
 	sm_lookup_brokers_changed();
+	sm_audit_tenant_change(tenant, session.caller, "broker_add", GetUserNameFromId(DatumGetObjectId(PG_GETARG_DATUM(1)), true));
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -635,6 +651,7 @@ secret_broker_remove(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("tenant and role must not be null")));
 	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	sm_audit_begin("broker_remove", NULL);
 	sm_enter(&session);
 	sm_require_tenant_admin(&session, tenant);
 	args[0] = CStringGetTextDatum(tenant);
@@ -644,6 +661,7 @@ secret_broker_remove(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("role is not a broker of tenant \"%s\"", tenant)));
 	sm_lookup_brokers_changed();
+	sm_audit_tenant_change(tenant, session.caller, "broker_remove", GetUserNameFromId(DatumGetObjectId(PG_GETARG_DATUM(1)), true));
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }

@@ -19,6 +19,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "audit.h"
 #include "crypto.h"
 #include "mb/pg_wchar.h"
 #include "types.h"
@@ -47,6 +48,7 @@ sm_type_check_name(const char *type)
 static void
 invalid(const char *type, const char *rule)
 {
+	sm_audit_refused(ERRCODE_SM_INVALID_VALUE, NULL);
 	ereport(ERROR,
 			(errcode(ERRCODE_SM_INVALID_VALUE),
 			 errmsg("invalid value for secret type \"%s\"", type),
@@ -67,10 +69,13 @@ sm_value_to_jsonb(const uint8 *value, size_t len)
 
 	if (memchr(value, '\0', len) != NULL ||
 		!pg_verifymbstr((const char *) value, (int) len, true))
+	{
+		sm_audit_refused(ERRCODE_SM_INVALID_VALUE, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_INVALID_VALUE),
 				 errmsg("secret value is not valid JSON"),
 				 errdetail("The value is not valid text in the database encoding.")));
+	}
 	s = palloc(len + 1);
 	memcpy(s, value, len);
 	s[len] = '\0';
@@ -88,9 +93,12 @@ sm_value_to_jsonb(const uint8 *value, size_t len)
 	memset(s, 0, len);
 	pfree(s);
 	if (failed)
+	{
+		sm_audit_refused(ERRCODE_SM_INVALID_VALUE, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_INVALID_VALUE),
 				 errmsg("secret value is not valid JSON")));
+	}
 	return result;
 }
 

@@ -69,6 +69,7 @@ extern bool sm_pattern_overlaps(const char *a, const char *b);
 
 extern SmDecision sm_acl_decide(const SmCaller *caller, const char *path, uint32 cap);
 extern bool sm_acl_allows(const SmCaller *caller, const char *path, uint32 cap);
+extern bool sm_acl_allows_everywhere(const SmCaller *c, uint32 cap);
 extern void sm_acl_require(const SmCaller *caller, const char *path, uint32 cap);
 extern bool sm_acl_tenant_may_read_global(const char *tenant, const char *path);
 

@@ -19,6 +19,7 @@ extern const char *sm_keyring_root_error(void);
 extern void sm_keyring_require_root(void);
 extern const char *sm_keyring_kek_id(void);
 extern void sm_keyring_forget(void);
+extern bool sm_keyring_derive(const char *label, const char *context, uint8 *out);
 
 /* These run inside sm_enter() (query.h): they read and write key rows. */
 extern const uint8 *sm_dek_cached(const char *tenant, int32 key_id);

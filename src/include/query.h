@@ -12,7 +12,7 @@
 
 #include "executor/spi.h"
 
-#define SM_STMT_MAX_ARGS	12
+#define SM_STMT_MAX_ARGS	18
 
 /*
  * One internal statement.  Declared static at its call site; the plan is

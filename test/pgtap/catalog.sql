@@ -7,7 +7,7 @@ SELECT plan(14);
 SELECT is(
     (SELECT count(*) FROM pg_class
       WHERE relnamespace = 'secret_mgmt'::regnamespace AND relkind IN ('r', 'p')),
-    15::bigint, 'the extension has its fifteen tables');
+    17::bigint, 'the extension has its seventeen tables');
 
 SELECT is(
     (SELECT array_agg(relname::text ORDER BY relname) FROM pg_class
@@ -75,8 +75,9 @@ SELECT is(
                     'secret_set_rotation', 'secret_rotate', 'secret_rotations',
                     'secret_set_max_versions', 'secret_target_pg_role',
                     'secret_test_pg_role', 'secret_events', 'secret_sink_create',
-                    'secret_sink_drop', 'secret_sinks', 'secret_deliveries'))),
-
+                    'secret_sink_drop', 'secret_sinks', 'secret_deliveries',
+                    'secret_audit_verify', 'secret_audit_find_value', 'secret_audit_log',
+                    'secret_audit_flush', 'secret_audit_queue'))),
     NULL, 'PUBLIC executes only functions that check their caller');
 
 SELECT is(
