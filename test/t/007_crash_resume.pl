@@ -108,9 +108,15 @@ my $holder = $node->background_psql('postgres');
 $holder->query_safe('SELECT pg_advisory_lock(4242)');
 sql_ok($node, 'postgres', q{
 	SELECT secret_mgmt.secret_create('hooked/' || i, 'value-' || i) FROM generate_series(1, 10) AS i;
-	SELECT secret_mgmt.secret_set_rotation('hooked/' || i, '1 second', 'hex(8)',
+	SELECT secret_mgmt.secret_set_rotation('hooked/' || i, '1 hour', 'hex(8)',
 	       'public.blocking_hook(text,integer)') FROM generate_series(1, 10) AS i;
 }, 'ten secrets with a hook that blocks', role => 'acme_app');
+# All ten fall due at the same instant, so the worker takes them in one batch.
+$node->safe_psql('postgres', q{
+	UPDATE secret_mgmt.secret_lifecycle l SET due_at = pg_catalog.now()
+	  FROM secret_mgmt.secret_item i
+	 WHERE i.tenant_id = l.tenant_id AND i.secret_id = l.secret_id
+	   AND i.path LIKE 'hooked/%'});
 ok($node->poll_query_until('postgres', q{
 	SELECT count(*) FROM pg_stat_activity
 	 WHERE backend_type = 'secret_mgmt worker' AND wait_event_type = 'Lock'}, '1'),
