@@ -70,7 +70,7 @@ PG_FUNCTION_INFO_V1(secret_audit_find_value);
 PG_FUNCTION_INFO_V1(secret_audit_log);
 PG_FUNCTION_INFO_V1(secret_audit_flush);
 
-int			sm_audit_reads = SM_AUDIT_READS_ASYNC;
+int			sm_audit_reads = SM_AUDIT_READS_OFF;
 
 static const struct config_enum_entry audit_reads_options[] = {
 	{"off", SM_AUDIT_READS_OFF, false},
@@ -106,7 +106,7 @@ sm_audit_define_gucs(void)
 	DefineCustomEnumVariable("secret_mgmt.audit_reads",
 							 "How successful reads are audited: sync, async or off.",
 							 "sync writes the row in the reader's transaction; async queues it for the audit flusher; off records no successful read (refusals are always recorded).",
-							 &sm_audit_reads, SM_AUDIT_READS_ASYNC, audit_reads_options,
+							 &sm_audit_reads, SM_AUDIT_READS_OFF, audit_reads_options,
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
 	sm_flusher_define_gucs();

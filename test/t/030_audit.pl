@@ -12,7 +12,8 @@ use SecretMgmtTest;
 use SecretMgmtToken;
 use Test::More;
 
-my $node = new_node('audit');
+# Reads are audited asynchronously here (the default is off).
+my $node = new_node('audit', conf => "secret_mgmt.audit_reads = async\n");
 setup_tenant($node, 'postgres', 'acme', 'app_acme');
 $node->safe_psql('postgres', q{
 	CREATE ROLE nosy LOGIN;
