@@ -400,6 +400,23 @@ sm_tenant_select_for_xact(const char *tenant)
 		replace_setting(&xact_tenant, tenant);
 }
 
+/*
+ * Require that the caller administers `role` in PostgreSQL (ADMIN OPTION,
+ * or superuser) before a tenant administrator names it as a member or a
+ * broker, so that no tenant can make another tenant's role one of its own.
+ * `action` completes "permission denied to ...".
+ */
+void
+sm_require_role_admin(SmSession *session, Oid role, const char *action)
+{
+	if (superuser_arg(session->caller) || is_admin_of_role(session->caller, role))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_SM_PERMISSION),
+			 errmsg("permission denied to %s", action),
+			 errdetail("A tenant administrator names only roles it holds with ADMIN OPTION.")));
+}
+
 /* SQL: the tenant the session has selected (for RLS policies), or NULL. */
 Datum
 secret_mgmt_current_tenant(PG_FUNCTION_ARGS)
@@ -486,13 +503,9 @@ secret_tenant_add_member(PG_FUNCTION_ARGS)
 	 * A tenant administrator adds only roles it administers in PostgreSQL,
 	 * so it cannot make another tenant's role a member of two tenants.
 	 */
-	if (!superuser_arg(session.caller) &&
-		!is_admin_of_role(session.caller, DatumGetObjectId(PG_GETARG_DATUM(1))))
-		ereport(ERROR,
-				(errcode(ERRCODE_SM_PERMISSION),
-				 errmsg("permission denied to add role \"%s\" to tenant \"%s\"",
-						role_name(DatumGetObjectId(PG_GETARG_DATUM(1))), tenant),
-				 errdetail("A tenant administrator adds only roles it holds with ADMIN OPTION.")));
+	sm_require_role_admin(&session, DatumGetObjectId(PG_GETARG_DATUM(1)),
+						  psprintf("add role \"%s\" to tenant \"%s\"",
+								   role_name(DatumGetObjectId(PG_GETARG_DATUM(1))), tenant));
 	args[0] = CStringGetTextDatum(tenant);
 	args[1] = PG_GETARG_DATUM(1);
 	args[2] = PG_GETARG_DATUM(2);

@@ -49,7 +49,6 @@
 #include "lookup.h"
 #include "miscadmin.h"
 #include "tenant.h"
-#include "utils/acl.h"
 #include "types.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -615,13 +614,8 @@ secret_broker_add(PG_FUNCTION_ARGS)
 	sm_audit_begin("broker_add", NULL);
 	sm_enter(&session);
 	sm_require_tenant_admin(&session, tenant);
-	/* As for members: a tenant administrator registers only roles it administers. */
-	if (!superuser_arg(session.caller) &&
-		!is_admin_of_role(session.caller, DatumGetObjectId(PG_GETARG_DATUM(1))))
-		ereport(ERROR,
-				(errcode(ERRCODE_SM_PERMISSION),
-				 errmsg("permission denied to register a broker for tenant \"%s\"", tenant),
-				 errdetail("A tenant administrator registers only roles it holds with ADMIN OPTION.")));
+	sm_require_role_admin(&session, DatumGetObjectId(PG_GETARG_DATUM(1)),
+						  psprintf("register a broker for tenant \"%s\"", tenant));
 	args[0] = CStringGetTextDatum(tenant);
 	args[1] = PG_GETARG_DATUM(1);
 	args[2] = CStringGetTextDatum(GetUserNameFromId(session.caller, false));

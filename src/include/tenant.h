@@ -43,6 +43,7 @@ extern void sm_assume_principal(const char *tenant, const char *subject,
 								List *groups, const char *team, const char *project);
 extern bool sm_is_broker(Oid role, const char *tenant);
 extern void sm_require_tenant_admin(SmSession *session, const char *tenant);
+extern void sm_require_role_admin(SmSession *session, Oid role, const char *action);
 extern void sm_tenant_select_for_xact(const char *tenant);
 
 #endif							/* SECRET_MGMT_TENANT_H */
