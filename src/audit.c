@@ -57,6 +57,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "keyring.h"
+#include "metrics.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -241,6 +242,7 @@ typedef struct PendingRecord
 {
 	SubTransactionId subid;
 	int			order;			/* creation order, to keep it per tenant */
+	bool		count;			/* a write, counted when it commits */
 	SmAuditRecord rec;
 } PendingRecord;
 
@@ -262,13 +264,14 @@ pending_cmp(const ListCell *a, const ListCell *b)
 
 /* Keep a record for this transaction's pre-commit. */
 static void
-defer_record(const SmAuditRecord *rec)
+defer_record(const SmAuditRecord *rec, bool count)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 	PendingRecord *p = palloc(sizeof(PendingRecord));
 
 	p->subid = GetCurrentSubTransactionId();
 	p->order = pending_order++;
+	p->count = count;
 	memcpy(&p->rec, rec, sizeof(SmAuditRecord));
 	pending = lappend(pending, p);
 	MemoryContextSwitchTo(old);
@@ -289,7 +292,7 @@ sm_audit_write(const SmCaller *c, const char *action, const char *path,
 	SmAuditRecord rec;
 
 	fill_ok(&rec, c, action, path, secret_id, version, value, len);
-	defer_record(&rec);
+	defer_record(&rec, true);
 	attempt.active = false;
 }
 
@@ -314,6 +317,14 @@ sm_audit_pre_commit(void)
 		sm_audit_insert(&((PendingRecord *) lfirst(lc))->rec);
 	sm_leave(&session);
 	PopActiveSnapshot();
+	/* Written: the writes count as done (reads counted when served). */
+	foreach(lc, todo)
+	{
+		PendingRecord *p = lfirst(lc);
+
+		if (p->count)
+			sm_metrics_operation(p->rec.action, SM_AUDIT_OK);
+	}
 }
 
 /* Transaction end: pending records are gone with their memory. */
@@ -368,12 +379,14 @@ sm_audit_read(const SmCaller *c, const char *path, const pg_uuid_t *secret_id,
 {
 	SmAuditRecord rec;
 
+	/* Counted whatever audit_reads says: the value was served. */
+	sm_metrics_read_served();
 	/* The attempt stays open: secret_render reads several references. */
 	if (sm_audit_reads == SM_AUDIT_READS_OFF)
 		return;
 	fill_ok(&rec, c, "read", path, secret_id, version, value, len);
 	if (sm_audit_reads == SM_AUDIT_READS_SYNC)
-		defer_record(&rec);
+		defer_record(&rec, false);
 	else
 		sm_audit_enqueue(&rec);
 }
@@ -422,6 +435,7 @@ sm_audit_refused_as(SmAuditOutcome outcome, int sqlerrcode, const char *path)
 	rec.outcome = outcome;
 	state = unpack_sql_state(sqlerrcode);
 	strlcpy(rec.sqlstate, state, sizeof(rec.sqlstate));
+	sm_metrics_operation(rec.action, outcome);
 	sm_audit_enqueue(&rec);
 }
 

@@ -576,6 +576,22 @@ sm_audit_flusher_main(Datum arg)
 	proc_exit(0);
 }
 
+/* The queue's figures, for the metrics; zeros when not preloaded. */
+void
+sm_audit_queue_stats(SmAuditQueueStats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->capacity = QUEUE_SLOTS;
+	if (queue == NULL)
+		return;
+	LWLockAcquire(queue->lock, LW_SHARED);
+	out->used = queue->used;
+	out->enqueued = queue->enqueued;
+	out->flushed = queue->flushed;
+	out->rejected = queue->rejected;
+	LWLockRelease(queue->lock);
+}
+
 /*
  * SQL: secret_audit_queue() returns (pending, capacity, enqueued, flushed,
  * rejected): the state of the audit queue.  rejected counts requests that

@@ -50,6 +50,7 @@
 #include "crypto.h"
 #include "http.h"
 #include "mb/pg_wchar.h"
+#include "metrics.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -219,6 +220,42 @@ breaker_record(const char *endpoint, bool ok)
 														(int64) sm_http_breaker_cooldown * 1000);
 	}
 	SpinLockRelease(&breakers->mutex);
+}
+
+/* How many endpoints' breakers refuse requests now (for the metrics). */
+int
+sm_http_breakers_open(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			n = 0;
+
+	if (breakers == NULL || sm_http_breaker_failures <= 0)
+		return 0;
+	SpinLockAcquire(&breakers->mutex);
+	for (int i = 0; i < BREAKER_SLOTS; i++)
+	{
+		BreakerSlot *s = &breakers->slots[i];
+
+		if (s->endpoint[0] != '\0' && s->failures >= sm_http_breaker_failures &&
+			now < s->open_until)
+			n++;
+	}
+	SpinLockRelease(&breakers->mutex);
+	return n;
+}
+
+/* Count the outcome of one attempt. */
+static void
+count_attempt(const Attempt *att)
+{
+	if (att->code != CURLE_OK)
+		sm_metrics_http(SM_HTTP_TRANSPORT_ERROR);
+	else if (sm_http_transient(att->status))
+		sm_metrics_http(SM_HTTP_RETRYABLE);
+	else if (att->status >= 200 && att->status < 300)
+		sm_metrics_http(SM_HTTP_SUCCESS);
+	else
+		sm_metrics_http(SM_HTTP_CLIENT_ERROR);
 }
 
 /* libcurl write callback: append, within the cap.  No palloc, no ereport. */
@@ -554,21 +591,26 @@ sm_http_request(const SmHttpRequest *req, SmHttpResponse *resp)
 		bool		ok;
 
 		if (!breaker_admit(req->endpoint, &retry_in))
+		{
+			sm_metrics_http(SM_HTTP_BREAKER_OPEN);
 			ereport(ERROR,
 					(errcode(ERRCODE_SM_BACKEND),
 					 errmsg("%s at %s is unavailable", req->service, req->endpoint),
 					 errdetail("Its last %d requests failed; requests are refused for about %d more second%s.",
 							   sm_http_breaker_failures, retry_in, retry_in == 1 ? "" : "s"),
 					 errhint("Nothing was changed.  See secret_mgmt.http_breaker_cooldown.")));
+		}
 		attempts++;
 		if (left <= 0)
 		{
 			memset(&att, 0, sizeof(att));
 			att.code = CURLE_OPERATION_TIMEDOUT;
+			count_attempt(&att);
 			breaker_record(req->endpoint, false);
 			break;
 		}
 		perform_once(req, url, left, &att, resp);
+		count_attempt(&att);
 		ok = att.code == CURLE_OK && !sm_http_transient(att.status);
 		breaker_record(req->endpoint, ok);
 		if (ok)

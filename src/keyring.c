@@ -41,6 +41,7 @@
 #include "crypto.h"
 #include "keyring.h"
 #include "kms.h"
+#include "metrics.h"
 #include "miscadmin.h"
 #include "query.h"
 #include "utils/builtins.h"
@@ -419,6 +420,7 @@ cache_lookup(const char *tenant, int32 key_id, const uint8 *digest)
 			slot->used = false;
 			return NULL;
 		}
+		sm_metrics_data_key(true);
 		return vault->dek[i];
 	}
 	return NULL;
@@ -473,6 +475,7 @@ sm_dek_cached(const char *tenant, int32 key_id)
 			if (TimestampDifferenceExceeds(slot->loaded_at, now, sm_cache_ttl * 1000))
 				break;
 			vault_lock();
+			sm_metrics_data_key(true);
 			return vault->dek[i];
 		}
 	}
@@ -523,6 +526,7 @@ sm_dek_for_decrypt(const char *tenant, int32 key_id, const bytea *wrapped,
 
 		if ((cached = cache_lookup(tenant, key_id, digest)) != NULL)
 			return cached;
+		sm_metrics_data_key(false);
 		dek = sm_secure_alloc(SM_KEY_LEN);
 		sm_kms_unwrap(tenant, key_id, wrapped, wrapped_kek_id, dek);
 		slot = cache_claim(tenant, key_id, digest);
@@ -547,6 +551,7 @@ sm_dek_for_decrypt(const char *tenant, int32 key_id, const bytea *wrapped,
 
 	if ((cached = cache_lookup(tenant, key_id, digest)) != NULL)
 		return cached;
+	sm_metrics_data_key(false);
 
 	aadlen = dek_aad(aad, sizeof(aad), tenant, key_id);
 	slot = cache_claim(tenant, key_id, digest);

@@ -19,6 +19,7 @@
 #include "fmgr.h"
 #include "http.h"
 #include "keyring.h"
+#include "metrics.h"
 #include "miscadmin.h"
 #include "query.h"
 #include "tenant.h"
@@ -216,6 +217,9 @@ _PG_init(void)
 
 	/* The audit queue and its flusher (shared memory hooks) */
 	sm_flusher_init();
+
+	/* Cluster-wide counters (shared memory hooks) */
+	sm_metrics_init();
 
 	/* libcurl and the backends' circuit breakers (hooks last) */
 	sm_http_init();

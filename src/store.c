@@ -32,6 +32,7 @@
 #include "funcapi.h"
 #include "keyring.h"
 #include "lookup.h"
+#include "metrics.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "tenant.h"
@@ -565,7 +566,10 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 	char	   *label = "current";
 	bool		by_version = false;
 	int32		want_version = 0;
+	instr_time	start;
+	uint8	   *plain;
 
+	INSTR_TIME_SET_CURRENT(start);
 	if (PG_NARGS() > 1)
 	{
 		if (PG_ARGISNULL(1))
@@ -583,7 +587,9 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 	sm_audit_begin("read", path);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, path);
-	return sm_store_resolve(&c, path, label, by_version, want_version, len);
+	plain = sm_store_resolve(&c, path, label, by_version, want_version, len);
+	sm_metrics_resolve_done(start);
+	return plain;
 }
 
 /* SQL: secret_resolve(path [, version | label]) returns text */

@@ -159,6 +159,18 @@ sm_worker_count(int what, int64 n)
 	LWLockRelease(shared->lock);
 }
 
+/* Copy the SM_NUM_COUNTS counts, since server start, into `out`. */
+void
+sm_worker_counts(int64 *out)
+{
+	memset(out, 0, sizeof(int64) * SM_NUM_COUNTS);
+	if (shared == NULL)
+		return;
+	LWLockAcquire(shared->lock, LW_SHARED);
+	memcpy(out, shared->counts, sizeof(int64) * SM_NUM_COUNTS);
+	LWLockRelease(shared->lock);
+}
+
 /* Backoff after `attempts` failures: 1 s, 2 s, 4 s, ... up to the maximum. */
 int64
 sm_backoff_ms(int attempts)

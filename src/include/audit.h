@@ -92,8 +92,19 @@ extern void sm_audit_subxact(bool commit, SubTransactionId mySubid,
 							 SubTransactionId parentSubid);
 extern bool sm_audit_installed(void);
 
+/* The audit queue's figures (flusher.c). */
+typedef struct SmAuditQueueStats
+{
+	int			used;			/* records waiting */
+	int			capacity;
+	uint64		enqueued;
+	uint64		flushed;
+	uint64		rejected;		/* requests refused: the queue stayed full */
+} SmAuditQueueStats;
+
 /* flusher.c */
 extern void sm_flusher_define_gucs(void);
+extern void sm_audit_queue_stats(SmAuditQueueStats *out);
 extern void sm_flusher_init(void);
 extern void sm_audit_enqueue(const SmAuditRecord *rec);
 extern int	sm_audit_drain(void);

@@ -65,4 +65,11 @@
 	} while (0)
 #endif
 
+/* Nanoseconds of an instr_time (16 has it; 15 keeps a struct timespec). */
+#if PG_VERSION_NUM < 160000
+#include "portability/instr_time.h"
+#define INSTR_TIME_GET_NANOSEC(t) \
+	((int64) (t).tv_sec * INT64CONST(1000000000) + (int64) (t).tv_nsec)
+#endif
+
 #endif							/* SECRET_MGMT_COMPAT_H */

@@ -54,6 +54,7 @@ extern void sm_http_request(const SmHttpRequest *req, SmHttpResponse *resp);
 extern void sm_http_free(SmHttpResponse *resp);
 extern bool sm_http_transient(long status);
 extern void sm_http_check_address(const char *service, const char *address);
+extern int	sm_http_breakers_open(void);
 
 /*
  * JSON fields picked out of a response by dotted path ("auth.client_token",

@@ -23,6 +23,7 @@ extern void sm_worker_register(void);
 extern void sm_worker_shmem_init(void);
 extern void sm_worker_wake(void);
 extern void sm_worker_count(int what, int64 n);
+extern void sm_worker_counts(int64 *out);
 extern void sm_worker_caller(SmCaller *c, const char *tenant);
 extern int64 sm_backoff_ms(int attempts);
 
