@@ -177,6 +177,14 @@ my $out = $node->safe_psql(
 is(proxy_stats($proxy)->{requests}{500}, 3, '500: one call, three attempts (two retries)');
 
 # --- circuit breaker ---------------------------------------------------
+# Requests to backends by outcome, from the metrics.
+sub backend_requests
+{
+	return map { split /\|/ } split /\n/, $node->safe_psql('postgres', q{
+		SELECT labels->>'outcome' || '|' || value FROM secret_mgmt.secret_metrics()
+		 WHERE name = 'secret_mgmt_backend_requests_total'});
+}
+my %req0 = backend_requests();
 proxy_reset($proxy);
 $out = $node->safe_psql(
 	'postgres', q{
@@ -189,6 +197,8 @@ $out = $node->safe_psql(
 	SELECT 'b|' || try($$SELECT secret_mgmt.secret_rekey('faulty')$$);
 	SELECT 'c|' || try($$SELECT secret_mgmt.secret_rekey('faulty')$$);
 	SELECT 'open|' || try($$SELECT secret_mgmt.secret_rekey('faulty')$$);
+	SELECT 'gauge|' || value FROM secret_mgmt.secret_metrics()
+	 WHERE name = 'secret_mgmt_backend_breakers_open';
 	SELECT fault('pass');
 	SELECT 'still|' || try($$SELECT secret_mgmt.secret_rekey('faulty')$$);
 	SELECT pg_sleep(2.3);
@@ -202,6 +212,13 @@ like($b{still}, qr/^SM006 \d+ vault at \Q$url\E is unavailable/,
 	'breaker: it stays open during the cooldown, though Vault is back');
 is(proxy_stats($proxy)->{requests}{500}, 3, 'breaker: only the three failing calls reached Vault');
 like($b{probe}, qr/^ok /, 'breaker: after the cooldown a probe succeeds');
+my %req1 = backend_requests();
+is($b{gauge}, '1', 'metrics: one breaker open while it refuses');
+is($req1{retryable} - $req0{retryable}, 3, 'metrics: the three 500 answers are counted');
+is($req1{breaker_open} - $req0{breaker_open}, 2, 'metrics: the two fast failures are counted');
+ok($req1{success} > $req0{success}, 'metrics: the probe\'s successful requests are counted');
+is($node->safe_psql('postgres', q{SELECT value FROM secret_mgmt.secret_metrics()
+	WHERE name = 'secret_mgmt_backend_breakers_open'}), '0', 'metrics: no breaker open after the probe');
 is($node->safe_psql('postgres',
 		"SELECT string_agg(substr(convert_from(wrapped, 'UTF8'), 1, 6), ',') FROM secret_mgmt.secret_data_key WHERE tenant_id = 'faulty'"),
 	'vault:,vault:', 'breaker: rekey after recovery kept the keys usable');
