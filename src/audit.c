@@ -30,6 +30,10 @@
  *	  the flusher writes it in a transaction of its own.  One attempt is
  *	  recorded once, however many layers report it.
  *
+ * Each of these entry points also counts the attempt for the metrics
+ * (metrics.c): a write when its record is chained at commit, a read when
+ * its value is served (whatever audit_reads says), a refusal once.
+ *
  * The chain: each tenant has a head row (secret_audit_head) holding the
  * last sequence number and hash.  A chain writer (pre-commit, or the
  * flusher) takes the tenant's chain lock (lock_chain) until its

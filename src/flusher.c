@@ -20,7 +20,8 @@
  *
  * A full queue blocks the enqueuing backend for up to a second, waking
  * the flusher; then the request fails with an error instead of losing the
- * record.  Such refusals are counted (secret_audit_queue()), and the count
+ * record.  Such refusals are counted (secret_audit_queue(), and
+ * secret_mgmt_audit_queue_full_total in the metrics), and the count
  * should stay zero.
  *
  * The flusher ("secret_mgmt audit flusher") is registered at preload and
