@@ -51,11 +51,17 @@ SELECT is(
     NULL, 'every secret_ function is VOLATILE and PARALLEL UNSAFE');
 
 -- PUBLIC may execute only functions that identify and check their caller
--- themselves: the C entry points listed here.
+-- themselves: the C entry points listed here, and the compliance reports,
+-- SQL functions that run with the caller's rights over those.
 SELECT is(
     (SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p, aclexplode(p.proacl) a
       WHERE p.pronamespace = 'secret_mgmt'::regnamespace AND a.grantee = 0
         AND a.privilege_type = 'EXECUTE'
+        AND NOT (p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'sql')
+                 AND NOT p.prosecdef
+                 AND p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp']
+                 AND p.proname IN ('secret_rotation_overdue', 'secret_expiring',
+                    'secret_never_read', 'secret_access_by_principal'))
         AND NOT (p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'c')
                  AND p.prosrc IN ('secret_mgmt_current_tenant', 'secret_tenant_create',
                     'secret_tenant_add_member', 'secret_tenant_remove_member',
