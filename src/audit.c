@@ -282,6 +282,24 @@ sm_audit_write(const SmCaller *c, const char *action, const char *path,
 }
 
 /*
+ * Record, in the current transaction, an operation by `c` that failed
+ * with `sqlerrcode` without dooming the transaction: a step of the
+ * worker's that ran in a subtransaction, for instance.
+ */
+void
+sm_audit_write_failed(const SmCaller *c, const char *action, const char *path,
+					  const pg_uuid_t *secret_id, int32 version, int sqlerrcode)
+{
+	SmAuditRecord rec;
+
+	fill_ok(&rec, c, action, path, secret_id, version, NULL, 0);
+	rec.outcome = sqlerrcode == ERRCODE_SM_NOT_FOUND ? SM_AUDIT_NOT_FOUND :
+		sqlerrcode == ERRCODE_SM_PERMISSION ? SM_AUDIT_DENIED : SM_AUDIT_ERROR;
+	strlcpy(rec.sqlstate, unpack_sql_state(sqlerrcode), sizeof(rec.sqlstate));
+	defer_record(&rec);
+}
+
+/*
  * Pre-commit (and pre-prepare): chain and insert this transaction's
  * records, as the extension owner.  An error here aborts the transaction.
  */

@@ -27,6 +27,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "audit.h"
 #include "catalog/pg_type.h"
 #include "events.h"
 #include "miscadmin.h"
@@ -36,17 +37,35 @@
 #include "utils/snapmgr.h"
 #include "worker.h"
 
-/* Emit one event per result row: (secret_id, path, version, detail). */
+/*
+ * A change made by the worker: its event and, unless it is only a
+ * warning, its audit row (principal: the worker's role).
+ */
+static void
+worker_change(const char *tenant, const char *kind, pg_uuid_t *id, const char *path,
+			  int32 version, const char *actor, const char *detail)
+{
+	SmCaller	worker;
+
+	sm_event_emit(tenant, kind, id, path, version, actor, detail);
+	if (strcmp(kind, "expiry_warning") == 0)
+		return;
+	memset(&worker, 0, sizeof(worker));
+	worker.tenant = (char *) tenant;
+	worker.rolename = (char *) actor;
+	sm_audit_write(&worker, kind, path, id, version, NULL, 0);
+}
+
+/* One change per result row: (secret_id, path, version, detail). */
 static int
 emit_rows(int n, const char *tenant, const char *kind, const char *actor)
 {
 	for (int i = 0; i < n; i++)
 	{
 		bool		isnull;
-		pg_uuid_t  *id = DatumGetUUIDP(sm_col(i, 1, &isnull));
-		char	   *detail = sm_col_text(i, 4);
 
-		sm_event_emit(tenant, kind, id, sm_col_text(i, 2), sm_col_int32(i, 3), actor, detail);
+		worker_change(tenant, kind, DatumGetUUIDP(sm_col(i, 1, &isnull)),
+					  sm_col_text(i, 2), sm_col_int32(i, 3), actor, sm_col_text(i, 4));
 	}
 	return n;
 }
@@ -164,7 +183,7 @@ sweep_grace(const char *tenant, int max, const char *actor)
 
 		if (sm_col_isnull(i, 3))
 			continue;			/* "previous" had moved on */
-		sm_event_emit(tenant, "grace_ended", DatumGetUUIDP(sm_col(i, 1, &isnull)),
+		worker_change(tenant, "grace_ended", DatumGetUUIDP(sm_col(i, 1, &isnull)),
 					  sm_col_text(i, 2), sm_col_int32(i, 3), actor, NULL);
 		emitted++;
 	}

@@ -42,6 +42,8 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "acl.h"
+#include "audit.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "crypto.h"
@@ -53,7 +55,6 @@
 #include "rotation.h"
 #include "store.h"
 #include "types.h"
-#include "acl.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -231,6 +232,7 @@ step_create(const SmCaller *c, Rotation *r)
 		plain = sm_generator_run(&g, r->path, OidIsValid(r->owner) ? r->owner : c->roleid, &len);
 	}
 	sm_store_insert_version(c, &r->id, r->type, version, plain, len);
+	sm_audit_write(c, "rotate", r->path, &r->id, version, plain, len);
 	if (!r->value)
 		sm_wipe(plain, len);
 	sm_store_set_label(c, &r->id, "pending", version);
@@ -300,6 +302,7 @@ step_finish(const SmCaller *c, Rotation *r)
 	sm_exec(&done, args, NULL, 0);
 	sm_event_emit(c->tenant, "rotated", &r->id, r->path, r->pending, c->rolename,
 				  psprintf("{\"previous\": %d}", old));
+	sm_audit_write(c, "rotation_finish", r->path, &r->id, r->pending, NULL, 0);
 	r->state = "idle";
 }
 
@@ -360,6 +363,8 @@ record_failure(const SmCaller *c, Rotation *r, const char *stepname, ErrorData *
 					 stepname, r->attempts, unpack_sql_state(edata->sqlerrcode));
 	sm_event_emit(c->tenant, "rotation_failed", &r->id, r->path,
 				  r->pending, c->rolename, detail.data);
+	sm_audit_write_failed(c, psprintf("rotation_%s", stepname), r->path, &r->id,
+						  r->pending, edata->sqlerrcode);
 	sm_worker_count(SM_COUNT_FAILURES, 1);
 	ereport(LOG,
 			(errmsg("secret_mgmt: rotation of secret \"%s\" in tenant \"%s\" failed at step %s, attempt %d",
@@ -706,12 +711,14 @@ secret_set_rotation(PG_FUNCTION_ARGS)
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	sm_store_check_path(path);
 
+	sm_audit_begin("set_rotation", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_ROTATE);
 	sm_store_require(&c, path, SM_FIND_LIVE, &s);
 	configure(&c, &s.id, path, s.type, arg_interval(fcinfo, 1), generator, hook, test_hook,
 			  PG_NARGS() > 5 ? arg_interval(fcinfo, 5) : NULL);
+	sm_audit_write(&c, "set_rotation", path, &s.id, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -756,6 +763,7 @@ secret_rotate(PG_FUNCTION_ARGS)
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	sm_store_check_path(path);
 
+	sm_audit_begin("rotate", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_ROTATE);
@@ -883,6 +891,7 @@ secret_set_max_versions(PG_FUNCTION_ARGS)
 				 errmsg("max_versions must be at least 1")));
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	sm_store_check_path(path);
+	sm_audit_begin("set_max_versions", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_UPDATE);
@@ -895,6 +904,7 @@ secret_set_max_versions(PG_FUNCTION_ARGS)
 		args[2] = PG_GETARG_DATUM(1);
 	sm_exec(&upsert, args, nulls, 0);
 	sm_event_emit(c.tenant, "retention_configured", &s.id, path, 0, c.rolename, NULL);
+	sm_audit_write(&c, "set_max_versions", path, &s.id, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }

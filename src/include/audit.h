@@ -80,6 +80,8 @@ extern void sm_audit_xact_end(void);
 extern void sm_audit_write(const SmCaller *c, const char *action, const char *path,
 						   const pg_uuid_t *secret_id, int32 version,
 						   const uint8 *value, size_t len);
+extern void sm_audit_write_failed(const SmCaller *c, const char *action, const char *path,
+								  const pg_uuid_t *secret_id, int32 version, int sqlerrcode);
 extern void sm_audit_tenant_change(const char *tenant, Oid caller, const char *action,
 								   const char *object);
 extern void sm_audit_read(const SmCaller *c, const char *path,
