@@ -50,6 +50,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "query.h"
+#include "outbox.h"
 #include "rotation.h"
 #include "store.h"
 #include "types.h"
@@ -292,6 +293,7 @@ step_finish(const SmCaller *c, Rotation *r)
 	int32		old = sm_store_current_version(c, &r->id);
 
 	sm_store_promote(c, &r->id, r->pending);
+	sm_outbox_queue(c, &r->id, "write", r->pending);
 	args[0] = CStringGetTextDatum(c->tenant);
 	args[1] = UUIDPGetDatum(&r->id);
 	sm_exec(&drop_pending, args, NULL, 0);
