@@ -208,6 +208,37 @@ sm_outbox_queue(const SmCaller *c, const pg_uuid_t *id, const char *op, int32 ve
 	return true;
 }
 
+/*
+ * Queue a change for a secret known to be stored in `backend` (inside
+ * sm_enter()), for the worker's own sweeps: purges after the recovery
+ * window and versions pruned by max_versions.
+ */
+void
+sm_outbox_queue_for(const char *tenant, const pg_uuid_t *id, const char *path,
+					const char *backend, const char *op, int32 version,
+					const char *actor)
+{
+	static SmStmt stmt = {
+		"INSERT INTO secret_mgmt.secret_outbox"
+		" (tenant_id, secret_id, path, backend, op, version, created_by)"
+		" VALUES ($1, $2, $3, $4, $5, $6, $7)",
+		7, {TEXTOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID}
+	};
+	Datum		args[7];
+	char		nulls[7] = "       ";
+
+	args[0] = CStringGetTextDatum(tenant);
+	args[1] = UUIDPGetDatum(id);
+	args[2] = CStringGetTextDatum(path);
+	args[3] = CStringGetTextDatum(backend);
+	args[4] = CStringGetTextDatum(op);
+	args[5] = Int32GetDatum(version);
+	if (version == 0)
+		nulls[5] = 'n';
+	args[6] = CStringGetTextDatum(actor);
+	sm_exec(&stmt, args, nulls, 0);
+}
+
 /* ---------------------------------------------------------------------
  * Reads
  * ---------------------------------------------------------------------
