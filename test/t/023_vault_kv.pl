@@ -302,6 +302,24 @@ sql_ok($node, 'postgres', $app . q{SELECT secret_mgmt.secret_delete('app/life');
 delivered('purge');
 is(kv_meta('app/life'), undef, 'purge: KV metadata delete');
 
+# Retention: versions the worker prunes are destroyed in KV too.
+sql_ok(
+	$node, 'postgres', $app . q{
+	SELECT secret_mgmt.secret_create('app/prune', 'kv-prune-1', backend => 'kv');
+	SELECT secret_mgmt.secret_update('app/prune', 'kv-prune-2');
+	SELECT secret_mgmt.secret_update('app/prune', 'kv-prune-3');
+}, 'three versions to prune', %as_app);
+delivered('prune set-up');
+sql_ok($node, 'postgres', $app . q{SELECT secret_mgmt.secret_set_max_versions('app/prune', 1)},
+	'keep one version', %as_app);
+ok( poll_until(
+		$node, 'postgres',
+		q{SELECT count(*) FROM secret_mgmt.secret_outbox WHERE path = 'app/prune' AND op = 'destroy' AND state = 'delivered'},
+		'1'),
+	'retention: the pruned version is destroyed through the outbox');
+is(kv_versions('app/prune'), '1:destroyed,2:kv-prune-2,3:kv-prune-3',
+	'retention: version 1 destroyed in KV; previous (labelled) and current kept');
+
 # --- migration ------------------------------------------------------------------
 sql_ok(
 	$node, 'postgres', $app . q{
