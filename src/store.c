@@ -785,7 +785,8 @@ create_secret(FunctionCallInfo fcinfo)
 				 errhint("Write a new version with secret_mgmt.secret_update().")));
 	}
 	sm_store_insert_version(&c, &id, type, 1, value, len);
-	sm_outbox_queue(&c, &id, "write", 1);
+	if (strcmp(backend, "local") != 0)
+		sm_outbox_queue(&c, &id, "write", 1);
 	if (!PG_ARGISNULL(7) || !PG_ARGISNULL(8))
 		sm_rotation_on_create(&c, &id, path, type,
 							  PG_ARGISNULL(7) ? NULL : PG_GETARG_INTERVAL_P(7),
