@@ -52,6 +52,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "query.h"
+#include "outbox.h"
 #include "rotation.h"
 #include "store.h"
 #include "types.h"
@@ -87,6 +88,7 @@ typedef struct Rotation
 	int			attempts;
 	const uint8 *value;			/* given by secret_rotate(), or NULL */
 	size_t		value_len;
+	bool		external;		/* may be stored in a backend: queue writes */
 } Rotation;
 
 /* Interval as seconds, months counted as 30 days (for the lower bound). */
@@ -294,6 +296,8 @@ step_finish(const SmCaller *c, Rotation *r)
 	int32		old = sm_store_current_version(c, &r->id);
 
 	sm_store_promote(c, &r->id, r->pending);
+	if (r->external)
+		sm_outbox_queue(c, &r->id, "write", r->pending);
 	args[0] = CStringGetTextDatum(c->tenant);
 	args[1] = UUIDPGetDatum(&r->id);
 	sm_exec(&drop_pending, args, NULL, 0);
@@ -437,7 +441,8 @@ select_due(const char *tenant, bool idle, int max)
 	static SmStmt stmt = {
 		"SELECT l.secret_id, i.path, i.type, i.generator, l.rotation_state,"
 		"       l.pending_version, l.hook::pg_catalog.oid, l.test_hook::pg_catalog.oid,"
-		"       l.hook_owner::pg_catalog.oid, l.attempts"
+		"       l.hook_owner::pg_catalog.oid, l.attempts,"
+		"       i.backend OPERATOR(pg_catalog.<>) 'local'"
 		"  FROM secret_mgmt.secret_lifecycle l"
 		"  JOIN secret_mgmt.secret_item i"
 		"    ON i.tenant_id OPERATOR(pg_catalog.=) l.tenant_id"
@@ -481,6 +486,7 @@ read_rotation(int i, Rotation *r)
 	if (isnull)
 		r->owner = InvalidOid;
 	r->attempts = sm_col_int32(i, 10);
+	r->external = sm_col_bool(i, 11);
 }
 
 /* Copy the rows of the last select_due() into `cxt`. */
@@ -796,6 +802,7 @@ secret_rotate(PG_FUNCTION_ARGS)
 				 errdetail("It is at step \"%s\"; the worker retries it.", state),
 				 errhint("See secret_mgmt.secret_rotations() for its last error.")));
 	r.state = "idle";
+	r.external = true;			/* sm_outbox_queue() checks */
 	if (PG_NARGS() > 1 && !PG_ARGISNULL(1))
 	{
 		text	   *v = PG_GETARG_TEXT_PP(1);

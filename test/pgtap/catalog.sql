@@ -7,7 +7,7 @@ SELECT plan(14);
 SELECT is(
     (SELECT count(*) FROM pg_class
       WHERE relnamespace = 'secret_mgmt'::regnamespace AND relkind IN ('r', 'p')),
-    17::bigint, 'the extension has its seventeen tables');
+    18::bigint, 'the extension has its eighteen tables');
 
 SELECT is(
     (SELECT array_agg(relname::text ORDER BY relname) FROM pg_class
@@ -67,7 +67,8 @@ SELECT is(
                     'secret_tenant_add_member', 'secret_tenant_remove_member',
                     'secret_tenant_set_purge_protection', 'secret_use_tenant',
                     'secret_set_context', 'secret_create_text', 'secret_create_bytea',
-                    'secret_create_jsonb', 'secret_resolve_text', 'secret_resolve_jsonb',
+                    'secret_create_jsonb', 'secret_resolve_text', 'secret_resolve_fresh',
+                    'secret_resolve_jsonb',
                     'secret_resolve_bytea', 'secret_update_text', 'secret_update_bytea',
                     'secret_update_jsonb', 'secret_rollback', 'secret_versions',
                     'secret_list', 'secret_label', 'secret_version_disable',
@@ -77,7 +78,8 @@ SELECT is(
                     'secret_explain_access', 'secret_grants', 'secret_token_key_add',
                     'secret_token_key_remove', 'secret_broker_add', 'secret_broker_remove',
                     'secret_assume', 'secret_render',
-                    'secret_backend_create', 'secret_rekey',
+                    'secret_backend_create', 'secret_rekey', 'secret_migrate',
+                    'secret_outbox_status', 'secret_outbox_retry',
                     'secret_set_rotation', 'secret_rotate', 'secret_rotations',
                     'secret_set_max_versions', 'secret_target_pg_role',
                     'secret_test_pg_role', 'secret_events', 'secret_sink_create',
