@@ -28,6 +28,11 @@
 #    bench/plain.sql and bench/pgcrypto.sql: a short warm-up each, then
 #    BENCH_ROUNDS (default 2) rounds that run every workload for
 #    BENCH_SECONDS (default 15) seconds, interleaved, reading random paths.
+#    secret_resolve runs three times: as bench_app (secret_mgmt.audit_reads
+#    = off, the default), and as bench_async and bench_sync, whose
+#    audit_reads are async (the row goes through the shared-memory queue
+#    to the audit flusher) and sync (the row is written in the reader's
+#    transaction).  The report counts the audit rows written.
 # 5. Prints the machine, the PostgreSQL version, and a table of mean TPS,
 #    mean latency, and TPS as a ratio of the plain SELECT's and of
 #    pgp_sym_decrypt's, with the targets (>= 0.70x plain, >= 3x pgcrypto)
@@ -58,7 +63,7 @@ warmup=${BENCH_WARMUP:-3}
 port=${BENCH_PORT:-54330}
 db=bench
 nsecrets=10000
-workloads="resolve plain pgcrypto"
+workloads="resolve resolve_async resolve_sync plain pgcrypto"
 nrotations=${BENCH_ROTATIONS:-10000}
 nexpiries=${BENCH_EXPIRIES:-100000}
 
@@ -70,8 +75,18 @@ case $warmup in '' | *[!0-9]* | 0) die "BENCH_WARMUP must be a positive whole nu
 case $rounds in '' | *[!0-9]* | 0) die "BENCH_ROUNDS must be a positive whole number" ;; esac
 case $nrotations in '' | *[!0-9]* | 0) die "BENCH_ROTATIONS must be a positive whole number" ;; esac
 case $nexpiries in '' | *[!0-9]* | 0) die "BENCH_EXPIRIES must be a positive whole number" ;; esac
+# The audited variants run bench/resolve.sql as roles whose
+# secret_mgmt.audit_reads is async or sync.
+script_of() { case $1 in resolve_*) echo resolve ;; *) echo "$1" ;; esac; }
+role_of() {
+    case $1 in
+        resolve_async) echo bench_async ;;
+        resolve_sync) echo bench_sync ;;
+        *) echo bench_app ;;
+    esac
+}
 for w in $workloads; do
-    [ -f "$here/bench/$w.sql" ] || die "missing pgbench script bench/$w.sql"
+    [ -f "$here/bench/$(script_of "$w").sql" ] || die "missing pgbench script bench/$(script_of "$w").sql"
 done
 
 # --- packages, build, install ---------------------------------------------
@@ -157,7 +172,7 @@ if [ -f "$data/postmaster.pid" ] && as_user "$bindir/pg_ctl" -D "$data" status >
     as_user "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null
 fi
 as_user rm -rf "$data" "$key" "$log"
-for w in $workloads; do as_user rm -f "$base/$w.log" "$base/$w.warmup.log" "$base/$w.sql"; done
+for w in $workloads; do as_user rm -f "$base/$w.log" "$base/$w.warmup.log" "$base/$w.sql" "$base/$w".round*.log; done
 
 say "==> Generating a root key in $key (mode 0600, outside the data directory)"
 as_user sh -c 'umask 077 && openssl rand -hex 32 > "$1"' sh "$key"
@@ -199,6 +214,15 @@ CREATE ROLE bench_app LOGIN;
 SELECT secret_mgmt.secret_tenant_add_member('bench', 'bench_app');
 SELECT secret_mgmt.secret_use_tenant('bench');
 SELECT secret_mgmt.secret_grant('bench/**', 'bench_app', ARRAY['read', 'create']);
+-- Readers whose successful reads are audited (as the superuser sets it).
+CREATE ROLE bench_async LOGIN;
+CREATE ROLE bench_sync LOGIN;
+ALTER ROLE bench_async SET secret_mgmt.audit_reads = 'async';
+ALTER ROLE bench_sync SET secret_mgmt.audit_reads = 'sync';
+SELECT secret_mgmt.secret_tenant_add_member('bench', 'bench_async');
+SELECT secret_mgmt.secret_tenant_add_member('bench', 'bench_sync');
+SELECT secret_mgmt.secret_grant('bench/**', 'bench_async', ARRAY['read']);
+SELECT secret_mgmt.secret_grant('bench/**', 'bench_sync', ARRAY['read']);
 SQL
 
 flock -u 9
@@ -212,7 +236,7 @@ SELECT 'bench/s' || i, encode(gen_random_bytes(32), 'hex')
 CREATE TABLE bench_pgp (path text PRIMARY KEY, value bytea NOT NULL);
 INSERT INTO bench_pgp
 SELECT path, pgp_sym_encrypt(value, 'bench-passphrase') FROM bench_plain;
-GRANT SELECT ON bench_plain, bench_pgp TO bench_app;
+GRANT SELECT ON bench_plain, bench_pgp TO bench_app, bench_async, bench_sync;
 SQL
 
 say "==> Creating the same $nsecrets values as secrets, as bench_app"
@@ -241,13 +265,13 @@ agree=$(tr -d '[:space:]' <"$out")
 # --- pgbench --------------------------------------------------------------
 # pgbench runs as the server's user, which reads its scripts from $base.
 for w in $workloads; do
-    as_user sh -c 'cat > "$1"' sh "$base/$w.sql" <"$here/bench/$w.sql"
+    as_user sh -c 'cat > "$1"' sh "$base/$w.sql" <"$here/bench/$(script_of "$w").sql"
 done
 
 # pgbench_run WORKLOAD SECONDS LOGFILE
 pgbench_run() {
     if as_user "$bindir/pgbench" -n -M prepared -c 2 -j 2 -T "$2" \
-        -h "$base" -p "$port" -U bench_app -f "$base/$1.sql" "$db" >"$out" 2>&1
+        -h "$base" -p "$port" -U "$(role_of "$1")" -f "$base/$1.sql" "$db" >"$out" 2>&1
     then rc=0; else rc=$?; fi
     as_user sh -c 'cat > "$1"' sh "$3" <"$out"
     [ "$rc" = 0 ] || { cat "$out" >&2; die "pgbench failed on workload $1 (log: $3)"; }
@@ -299,7 +323,9 @@ cpu=$(sed -n 's/^model name[[:space:]]*: *//p' /proc/cpuinfo | head -n 1)
 
 label() {
     case $1 in
-        resolve) echo "secret_mgmt.secret_resolve(path)" ;;
+        resolve) echo "secret_resolve, audit_reads = off" ;;
+        resolve_async) echo "secret_resolve, audit_reads = async" ;;
+        resolve_sync) echo "secret_resolve, audit_reads = sync" ;;
         plain) echo "plain SELECT (bench_plain)" ;;
         pgcrypto) echo "pgp_sym_decrypt (bench_pgp)" ;;
     esac
@@ -312,6 +338,7 @@ say "  server:     $pg_version"
 say "  settings:   shared_buffers = 256MB, synchronous_commit = off, otherwise defaults"
 say "  data:       $nsecrets values of 64 hex digits; random path per transaction"
 say "  pgbench:    -M prepared -c 2 -j 2, $rounds interleaved rounds of $seconds s each (after a $warmup s warm-up), as role bench_app"
+say "              (the audited rows as bench_async and bench_sync, whose audit_reads are async and sync)"
 say ""
 printf '%-34s | %10s | %15s | %14s | %14s\n' "workload" "TPS" "mean latency ms" "TPS vs plain" "TPS vs pgcrypto"
 printf '%-34s-+-%10s-+-%15s-+-%14s-+-%14s\n' "----------------------------------" "----------" "---------------" "--------------" "--------------"
@@ -327,6 +354,14 @@ awk -v r="$resolve_tps" -v p="$plain_tps" -v g="$pgp_tps" 'BEGIN {
 }'
 say ""
 say "TPS excludes connection time; each figure is the mean of the rounds."
+psql_as postgres <<'SQL' || die "could not count the audit rows"
+SELECT secret_mgmt.secret_audit_flush();
+SELECT pg_catalog.string_agg(principal || ' ' || n, ' ' ORDER BY principal)
+  FROM (SELECT principal, pg_catalog.count(*) AS n FROM secret_mgmt.secret_audit
+         WHERE action = 'read' GROUP BY principal) AS c;
+SELECT rejected FROM secret_mgmt.secret_audit_queue();
+SQL
+say "Audited reads written: $(sed -n 2p "$out"); requests refused for a full audit queue: $(sed -n 3p "$out")"
 say "Raw pgbench output: $base/*.log"
 
 # --- worker throughput ------------------------------------------------------

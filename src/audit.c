@@ -63,6 +63,7 @@
 #include "keyring.h"
 #include "metrics.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -253,19 +254,6 @@ typedef struct PendingRecord
 static List *pending = NIL;
 static int	pending_order = 0;
 
-/* Tenant first (chain locks are taken in that order), then creation order. */
-static int
-pending_cmp(const ListCell *a, const ListCell *b)
-{
-	const PendingRecord *pa = lfirst(a);
-	const PendingRecord *pb = lfirst(b);
-	int			c = strcmp(pa->rec.tenant, pb->rec.tenant);
-
-	if (c != 0)
-		return c;
-	return pa->order < pb->order ? -1 : pa->order > pb->order;
-}
-
 /* Keep a record for this transaction's pre-commit. */
 static void
 defer_record(const SmAuditRecord *rec, bool count)
@@ -301,6 +289,24 @@ sm_audit_write(const SmCaller *c, const char *action, const char *path,
 }
 
 /*
+ * Record, in the current transaction, an operation by `c` that failed
+ * with `sqlerrcode` without dooming the transaction: a step of the
+ * worker's that ran in a subtransaction, for instance.
+ */
+void
+sm_audit_write_failed(const SmCaller *c, const char *action, const char *path,
+					  const pg_uuid_t *secret_id, int32 version, int sqlerrcode)
+{
+	SmAuditRecord rec;
+
+	fill_ok(&rec, c, action, path, secret_id, version, NULL, 0);
+	rec.outcome = sqlerrcode == ERRCODE_SM_NOT_FOUND ? SM_AUDIT_NOT_FOUND :
+		sqlerrcode == ERRCODE_SM_PERMISSION ? SM_AUDIT_DENIED : SM_AUDIT_ERROR;
+	strlcpy(rec.sqlstate, unpack_sql_state(sqlerrcode), sizeof(rec.sqlstate));
+	defer_record(&rec, true);
+}
+
+/*
  * Pre-commit (and pre-prepare): chain and insert this transaction's
  * records, as the extension owner.  An error here aborts the transaction.
  */
@@ -309,25 +315,29 @@ sm_audit_pre_commit(void)
 {
 	SmSession	session;
 	List	   *todo = pending;
+	SmAuditRecord *records;
 	ListCell   *lc;
+	int			n = 0;
 
 	if (todo == NIL)
 		return;
 	pending = NIL;
-	list_sort(todo, pending_cmp);
+	records = palloc(sizeof(SmAuditRecord) * list_length(todo));
+	foreach(lc, todo)
+		memcpy(&records[n++], &((PendingRecord *) lfirst(lc))->rec, sizeof(SmAuditRecord));
 	PushActiveSnapshot(GetLatestSnapshot());
 	sm_enter(&session);
-	foreach(lc, todo)
-		sm_audit_insert(&((PendingRecord *) lfirst(lc))->rec);
+	sm_audit_insert_many(records, n);
 	sm_leave(&session);
 	PopActiveSnapshot();
+	pfree(records);
 	/* Written: the writes count as done (reads counted when served). */
 	foreach(lc, todo)
 	{
 		PendingRecord *p = lfirst(lc);
 
 		if (p->count)
-			sm_metrics_operation(p->rec.action, SM_AUDIT_OK);
+			sm_metrics_operation(p->rec.action, p->rec.outcome);
 	}
 }
 
@@ -617,18 +627,40 @@ lock_chain(const char *tenant)
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
-/*
- * Chain and insert one record.  SPI must be connected and the current
- * user able to write the audit tables (the extension owner, or the
- * flusher's superuser).
- */
-void
-sm_audit_insert(const SmAuditRecord *rec)
+/* A one-dimensional array of n elements of type `elemtype`. */
+static Datum
+batch_array(Datum *values, bool *nulls, int n, Oid elemtype)
 {
-	static SmStmt tenant_exists = {
-		"SELECT 1 FROM secret_mgmt.secret_tenant WHERE tenant_id OPERATOR(pg_catalog.=) $1",
-		1, {TEXTOID}
-	};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1];
+	int			lbs[1];
+
+	dims[0] = n;
+	lbs[0] = 1;
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, elemtype,
+											  typlen, typbyval, typalign));
+}
+
+/* The columns of secret_audit a batch fills, in the INSERT's order. */
+#define AUDIT_COLUMNS 17
+
+static const Oid audit_column_types[AUDIT_COLUMNS] = {
+	TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, INT4OID, TEXTOID, TEXTOID, UUIDOID, INT4OID,
+	TEXTOID, TEXTOID, BYTEAOID, BYTEAOID, BYTEAOID
+};
+
+/*
+ * Chain and insert records[0..n-1], which all belong to `tenant`, in that
+ * order: one lock of the chain head, one INSERT of the whole run, one
+ * move of the head.
+ */
+static void
+insert_run(const char *tenant, const SmAuditRecord *const *records, int n)
+{
 	static SmStmt lock_head = {
 		"INSERT INTO secret_mgmt.secret_audit_head AS h (tenant_id, seq, hash)"
 		" VALUES ($1, 0, NULL)"
@@ -636,43 +668,41 @@ sm_audit_insert(const SmAuditRecord *rec)
 		" RETURNING h.seq, h.hash",
 		1, {TEXTOID}
 	};
-	static SmStmt insert_row = {
+	static SmStmt insert_rows = {
 		"INSERT INTO secret_mgmt.secret_audit"
 		" (tenant_id, seq, logged_at, principal, session_user_name, client_addr,"
 		"  application_name, backend_pid, action, path, secret_id, version,"
 		"  outcome, sqlstate, fingerprint, prev_hash, hash)"
-		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-		17, {TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
-			TEXTOID, INT4OID, TEXTOID, TEXTOID, UUIDOID, INT4OID,
-		TEXTOID, TEXTOID, BYTEAOID, BYTEAOID, BYTEAOID}
+		" SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+		"  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+		"  pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
+		"  pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11),"
+		"  pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14),"
+		"  pg_catalog.unnest($15), pg_catalog.unnest($16), pg_catalog.unnest($17))",
+		17, {TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
+			TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+			TEXTARRAYOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		BYTEAARRAYOID, BYTEAARRAYOID, BYTEAARRAYOID}
 	};
 	static SmStmt move_head = {
 		"UPDATE secret_mgmt.secret_audit_head SET seq = $2, hash = $3"
 		" WHERE tenant_id OPERATOR(pg_catalog.=) $1",
 		3, {TEXTOID, INT8OID, BYTEAOID}
 	};
-	const char *tenant = rec->tenant[0] ? rec->tenant : "global";
+	Datum	   *values[AUDIT_COLUMNS];
+	bool	   *nulls[AUDIT_COLUMNS];
+	Datum		args[AUDIT_COLUMNS];
 	uint8		prev[32];
 	uint8		hash[32];
-	ChainRow	r;
-	Datum		args[17];
-	char		nulls[18] = "                 ";
+	int64		seq;
 	bool		isnull;
 	Datum		d;
-
-	/* A refusal naming a tenant that does not exist goes to the platform's trail. */
-	if (rec->outcome != SM_AUDIT_OK)
-	{
-		args[0] = CStringGetTextDatum(tenant);
-		if (exec_latest(&tenant_exists, args, NULL, 1) == 0)
-			tenant = "global";
-	}
 
 	lock_chain(tenant);
 	args[0] = CStringGetTextDatum(tenant);
 	if (exec_latest(&lock_head, args, NULL, 0) != 1)
 		elog(ERROR, "could not lock the audit chain of tenant \"%s\"", tenant);
-	r.seq = DatumGetInt64(sm_col(0, 1, &isnull)) + 1;
+	seq = DatumGetInt64(sm_col(0, 1, &isnull));
 	d = sm_col(0, 2, &isnull);
 	if (isnull)
 		memset(prev, 0, sizeof(prev));
@@ -685,69 +715,176 @@ sm_audit_insert(const SmAuditRecord *rec)
 		memcpy(prev, VARDATA_ANY(b), 32);
 	}
 
-	r.tenant = tenant;
-	r.at = rec->at;
-	r.principal = rec->principal;
-	r.session_user = rec->session_user;
-	r.client_addr = nullif_empty(rec->client_addr);
-	r.application = nullif_empty(rec->application);
-	r.pid = rec->pid;
-	r.action = rec->action;
-	r.path = nullif_empty(rec->path);
-	r.secret_id = rec->has_secret_id ? rec->secret_id.data : NULL;
-	r.has_version = rec->has_version;
-	r.version = rec->version;
-	r.outcome = outcome_names[rec->outcome];
-	r.sqlstate = nullif_empty(rec->sqlstate);
-	r.fingerprint = rec->has_fingerprint ? rec->fingerprint : NULL;
-	r.prev_hash = prev;
-	chain_hash(&r, hash);
+	for (int k = 0; k < AUDIT_COLUMNS; k++)
+	{
+		values[k] = palloc(sizeof(Datum) * n);
+		nulls[k] = palloc0(sizeof(bool) * n);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		const SmAuditRecord *rec = records[i];
+		ChainRow	r;
+
+		r.tenant = tenant;
+		r.seq = ++seq;
+		r.at = rec->at;
+		r.principal = rec->principal;
+		r.session_user = rec->session_user;
+		r.client_addr = nullif_empty(rec->client_addr);
+		r.application = nullif_empty(rec->application);
+		r.pid = rec->pid;
+		r.action = rec->action;
+		r.path = nullif_empty(rec->path);
+		r.secret_id = rec->has_secret_id ? rec->secret_id.data : NULL;
+		r.has_version = rec->has_version;
+		r.version = rec->version;
+		r.outcome = outcome_names[rec->outcome];
+		r.sqlstate = nullif_empty(rec->sqlstate);
+		r.fingerprint = rec->has_fingerprint ? rec->fingerprint : NULL;
+		r.prev_hash = prev;
+		chain_hash(&r, hash);
+
+		values[0][i] = CStringGetTextDatum(tenant);
+		values[1][i] = Int64GetDatum(r.seq);
+		values[2][i] = TimestampTzGetDatum(r.at);
+		values[3][i] = CStringGetTextDatum(r.principal);
+		values[4][i] = CStringGetTextDatum(r.session_user);
+		if (r.client_addr)
+			values[5][i] = CStringGetTextDatum(r.client_addr);
+		else
+			nulls[5][i] = true;
+		if (r.application)
+			values[6][i] = CStringGetTextDatum(r.application);
+		else
+			nulls[6][i] = true;
+		values[7][i] = Int32GetDatum(r.pid);
+		values[8][i] = CStringGetTextDatum(r.action);
+		if (r.path)
+			values[9][i] = CStringGetTextDatum(r.path);
+		else
+			nulls[9][i] = true;
+		if (r.secret_id)
+			values[10][i] = UUIDPGetDatum(&rec->secret_id);
+		else
+			nulls[10][i] = true;
+		if (r.has_version)
+			values[11][i] = Int32GetDatum(r.version);
+		else
+			nulls[11][i] = true;
+		values[12][i] = CStringGetTextDatum(r.outcome);
+		if (r.sqlstate)
+			values[13][i] = CStringGetTextDatum(r.sqlstate);
+		else
+			nulls[13][i] = true;
+		if (r.fingerprint)
+			values[14][i] = PointerGetDatum(bytes_to_bytea(r.fingerprint, SM_FINGERPRINT_LEN));
+		else
+			nulls[14][i] = true;
+		values[15][i] = PointerGetDatum(bytes_to_bytea(prev, 32));
+		values[16][i] = PointerGetDatum(bytes_to_bytea(hash, 32));
+		memcpy(prev, hash, 32);
+	}
+	for (int k = 0; k < AUDIT_COLUMNS; k++)
+		args[k] = batch_array(values[k], nulls[k], n, audit_column_types[k]);
+	if (exec_latest(&insert_rows, args, NULL, 0) != n)
+		elog(ERROR, "could not write the audit rows of tenant \"%s\"", tenant);
 
 	args[0] = CStringGetTextDatum(tenant);
-	args[1] = Int64GetDatum(r.seq);
-	args[2] = TimestampTzGetDatum(r.at);
-	args[3] = CStringGetTextDatum(r.principal);
-	args[4] = CStringGetTextDatum(r.session_user);
-	if (r.client_addr)
-		args[5] = CStringGetTextDatum(r.client_addr);
-	else
-		nulls[5] = 'n';
-	if (r.application)
-		args[6] = CStringGetTextDatum(r.application);
-	else
-		nulls[6] = 'n';
-	args[7] = Int32GetDatum(r.pid);
-	args[8] = CStringGetTextDatum(r.action);
-	if (r.path)
-		args[9] = CStringGetTextDatum(r.path);
-	else
-		nulls[9] = 'n';
-	if (r.secret_id)
-		args[10] = UUIDPGetDatum(&rec->secret_id);
-	else
-		nulls[10] = 'n';
-	if (r.has_version)
-		args[11] = Int32GetDatum(r.version);
-	else
-		nulls[11] = 'n';
-	args[12] = CStringGetTextDatum(r.outcome);
-	if (r.sqlstate)
-		args[13] = CStringGetTextDatum(r.sqlstate);
-	else
-		nulls[13] = 'n';
-	if (r.fingerprint)
-		args[14] = PointerGetDatum(bytes_to_bytea(r.fingerprint, SM_FINGERPRINT_LEN));
-	else
-		nulls[14] = 'n';
-	args[15] = PointerGetDatum(bytes_to_bytea(prev, 32));
-	args[16] = PointerGetDatum(bytes_to_bytea(hash, 32));
-	nulls[17] = '\0';
-	exec_latest(&insert_row, args, nulls, 0);
-
-	args[0] = CStringGetTextDatum(tenant);
-	args[1] = Int64GetDatum(r.seq);
-	args[2] = PointerGetDatum(bytes_to_bytea(hash, 32));
+	args[1] = Int64GetDatum(seq);
+	args[2] = PointerGetDatum(bytes_to_bytea(prev, 32));
 	exec_latest(&move_head, args, NULL, 0);
+}
+
+/* One record about to be written, with the chain it goes to. */
+typedef struct ChainedRecord
+{
+	const char *tenant;
+	int			order;
+	const SmAuditRecord *rec;
+} ChainedRecord;
+
+static int
+chained_cmp(const void *a, const void *b)
+{
+	const ChainedRecord *ca = a;
+	const ChainedRecord *cb = b;
+	int			c = strcmp(ca->tenant, cb->tenant);
+
+	if (c != 0)
+		return c;
+	return ca->order < cb->order ? -1 : ca->order > cb->order;
+}
+
+/*
+ * Chain and insert records[0..n-1], keeping their order within each
+ * tenant; tenants are locked in name order, so writers cannot deadlock on
+ * chain heads.  A refusal naming a tenant that does not exist goes to the
+ * platform's trail.  SPI must be connected and the current user able to
+ * write the audit tables (the extension owner, or the flusher's
+ * superuser).
+ */
+void
+sm_audit_insert_many(const SmAuditRecord *records, int n)
+{
+	static SmStmt tenant_exists = {
+		"SELECT 1 FROM secret_mgmt.secret_tenant WHERE tenant_id OPERATOR(pg_catalog.=) $1",
+		1, {TEXTOID}
+	};
+	ChainedRecord *todo;
+	const SmAuditRecord **run;
+	const char *checked = NULL;
+	bool		checked_exists = false;
+	int			start;
+
+	if (n <= 0)
+		return;
+	todo = palloc(sizeof(ChainedRecord) * n);
+	for (int i = 0; i < n; i++)
+	{
+		const SmAuditRecord *rec = &records[i];
+		const char *tenant = rec->tenant[0] ? rec->tenant : "global";
+
+		if (rec->outcome != SM_AUDIT_OK)
+		{
+			if (checked == NULL || strcmp(checked, tenant) != 0)
+			{
+				Datum		arg = CStringGetTextDatum(tenant);
+
+				checked = tenant;
+				checked_exists = exec_latest(&tenant_exists, &arg, NULL, 1) > 0;
+			}
+			if (!checked_exists)
+				tenant = "global";
+		}
+		todo[i].tenant = tenant;
+		todo[i].order = i;
+		todo[i].rec = rec;
+	}
+	qsort(todo, n, sizeof(ChainedRecord), chained_cmp);
+
+	run = palloc(sizeof(SmAuditRecord *) * n);
+	start = 0;
+	while (start < n)
+	{
+		int			end = start;
+
+		while (end < n && strcmp(todo[end].tenant, todo[start].tenant) == 0)
+		{
+			run[end - start] = todo[end].rec;
+			end++;
+		}
+		insert_run(todo[start].tenant, run, end - start);
+		start = end;
+	}
+	pfree(run);
+	pfree(todo);
+}
+
+/* Chain and insert one record (see sm_audit_insert_many). */
+void
+sm_audit_insert(const SmAuditRecord *rec)
+{
+	sm_audit_insert_many(rec, 1);
 }
 
 /* ---------------------------------------------------------------------

@@ -117,3 +117,31 @@ secret_backend_create(PG_FUNCTION_ARGS)
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
+
+/*
+ * Read registered backend `name` (inside sm_enter()).  Returns false when
+ * there is none; otherwise sets *kind and, for kind vault, parses the
+ * configuration into `cfg`, allocated in `cxt`.
+ */
+bool
+sm_backend_load(const char *name, MemoryContext cxt, char **kind, SmVaultConfig *cfg)
+{
+	static SmStmt stmt = {
+		"SELECT kind, config, credentials_path FROM secret_mgmt.secret_backend"
+		" WHERE tenant_id OPERATOR(pg_catalog.=) 'global' AND name OPERATOR(pg_catalog.=) $1",
+		1, {TEXTOID}
+	};
+	Datum		arg = CStringGetTextDatum(name);
+	MemoryContext old;
+	bool		isnull;
+
+	if (sm_exec(&stmt, &arg, NULL, 1) != 1)
+		return false;
+	old = MemoryContextSwitchTo(cxt);
+	*kind = sm_col_text(0, 1);
+	if (strcmp(*kind, "vault") == 0)
+		sm_vault_config_parse(DatumGetJsonbPCopy(sm_col(0, 2, &isnull)), SM_VAULT_KV,
+							  sm_col_text(0, 3), cfg);
+	MemoryContextSwitchTo(old);
+	return true;
+}

@@ -2,7 +2,8 @@
  *
  * backend_vault.c
  *		The HashiCorp Vault (and OpenBao) client: configuration, token and
- *		AppRole authentication, and the Transit calls the KMS makes.
+ *		AppRole authentication, the Transit calls the KMS makes, and the KV
+ *		version 2 calls of a secret-store backend (outbox.c, store.c).
  *
  * Credentials are never SQL literals or settings: a configuration names a
  * secret of the global tenant (credentials_path), read here internally,
@@ -33,6 +34,7 @@
 #include "crypto.h"
 #include "store.h"
 #include "http.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -626,7 +628,15 @@ token_get(const SmVaultConfig *cfg, bool fresh, bool *obtained)
 			return slot;
 	}
 
-	cred = sm_platform_secret(cfg->credentials_path, &len);
+	if (cfg->credential != NULL)
+	{
+		/* Read beforehand by a caller with no transaction open (outbox.c). */
+		len = cfg->credential_len;
+		cred = sm_secure_alloc(len + 1);
+		memcpy(cred, cfg->credential, len);
+	}
+	else
+		cred = sm_platform_secret(cfg->credentials_path, &len);
 	if (strcmp(cfg->auth, "approle") == 0)
 		slot = approle_login(cfg, id, cred, len);
 	else
@@ -819,4 +829,236 @@ sm_vault_transit_rewrap(const SmVaultConfig *cfg, const char *ciphertext,
 	if (resp.status != 200)
 		vault_fail(cfg, &resp, what, true);
 	return transit_ciphertext(cfg, &resp, what);
+}
+
+/* ---------------------------------------------------------------------
+ * KV version 2
+ *
+ * A secret lives at <mount>/data/<tenant>/<path>.  Its data holds one
+ * field: "value" (the value as text) when the value is valid UTF-8 without
+ * NUL bytes, else "value_base64" (standard base64).  Vault numbers the
+ * versions of a key itself; outbox.c records which of ours each holds.
+ * ---------------------------------------------------------------------
+ */
+
+/* Is this answer Vault's check-and-set refusal? */
+static bool
+cas_refused(const SmHttpResponse *resp)
+{
+	char	   *msg;
+	bool		refused;
+
+	if (resp->status != 400)
+		return false;
+	msg = vault_error_text(resp);
+	refused = msg != NULL && strstr(msg, "check-and-set") != NULL;
+	return refused;
+}
+
+/*
+ * Write a new version with check-and-set `cas` (0: the key must not
+ * exist).  Returns the version Vault assigned, or 0 with *cas_mismatch
+ * when Vault's current version is not `cas`.  Anything else raises SM006.
+ */
+int32
+sm_vault_kv_write(const SmVaultConfig *cfg, const char *kvpath, const uint8 *value,
+				  size_t len, int32 cas, bool *cas_mismatch)
+{
+	StringInfo	body = sm_secure_stringinfo();
+	SmHttpResponse resp;
+	SmJsonFields f = {1, {"data.version"}};
+	char	   *path = psprintf("/v1/%s/data/%s", cfg->mount, kvpath);
+	char	   *what = psprintf("write KV secret \"%s\"", kvpath);
+	bool		text = memchr(value, '\0', len) == NULL &&
+		pg_encoding_verifymbstr(PG_UTF8, (const char *) value, (int) len) == (int) len;
+	int32		version;
+
+	*cas_mismatch = false;
+	appendStringInfo(body, "{\"options\":{\"cas\":%d},\"data\":{", cas);
+	if (text)
+	{
+		char	   *s = sm_secure_alloc(len + 1);
+
+		memcpy(s, value, len);
+		appendStringInfoString(body, "\"value\":");
+		sm_json_append_string(body, s);
+		sm_wipe(s, len);
+	}
+	else
+		append_b64_field(body, "value_base64", value, len);
+	appendStringInfoString(body, "}}");
+
+	/* With check-and-set a repeated write cannot land twice: idempotent. */
+	vault_call(cfg, "POST", path, body, true, true, &resp);
+	if (cas_refused(&resp))
+	{
+		sm_http_free(&resp);
+		*cas_mismatch = true;
+		return 0;
+	}
+	if (resp.status != 200)
+		vault_fail(cfg, &resp, what, false);
+	if (!sm_json_pick(resp.body, resp.body_len, &f) || f.values[0] == NULL ||
+		(version = (int32) field_int(f.values[0])) <= 0)
+	{
+		sm_json_forget(&f);
+		invalid_response(cfg, &resp, what);
+	}
+	sm_json_forget(&f);
+	sm_http_free(&resp);
+	return version;
+}
+
+/* The current version of a KV key (metadata), 0 if the key does not exist. */
+int32
+sm_vault_kv_current(const SmVaultConfig *cfg, const char *kvpath)
+{
+	SmHttpResponse resp;
+	SmJsonFields f = {1, {"data.current_version"}};
+	char	   *path = psprintf("/v1/%s/metadata/%s", cfg->mount, kvpath);
+	char	   *what = psprintf("read the metadata of KV secret \"%s\"", kvpath);
+	int32		version;
+
+	vault_call(cfg, "GET", path, NULL, false, true, &resp);
+	if (resp.status == 404)
+	{
+		sm_http_free(&resp);
+		return 0;
+	}
+	if (resp.status != 200)
+		vault_fail(cfg, &resp, what, false);
+	if (!sm_json_pick(resp.body, resp.body_len, &f) || f.values[0] == NULL)
+	{
+		sm_json_forget(&f);
+		invalid_response(cfg, &resp, what);
+	}
+	version = (int32) field_int(f.values[0]);
+	sm_json_forget(&f);
+	sm_http_free(&resp);
+	return version;
+}
+
+/*
+ * Read version `version` of a KV key (0: the latest).  Returns the value
+ * in a wiped allocation, or NULL when the key or version does not exist or
+ * is deleted or destroyed: Vault answers those with a 404 that carries the
+ * version's metadata, which is not an outage.
+ */
+uint8 *
+sm_vault_kv_read(const SmVaultConfig *cfg, const char *kvpath, int32 version,
+				 SmKvRead *out, size_t *len)
+{
+	SmHttpResponse resp;
+	SmJsonFields f = {5, {"data.metadata.version", "data.metadata.deletion_time",
+	"data.metadata.destroyed", "data.data.value", "data.data.value_base64"}};
+	char	   *path;
+	char	   *what = psprintf("read KV secret \"%s\"", kvpath);
+	uint8	   *value = NULL;
+
+	memset(out, 0, sizeof(*out));
+	*len = 0;
+	if (version > 0)
+		path = psprintf("/v1/%s/data/%s?version=%d", cfg->mount, kvpath, version);
+	else
+		path = psprintf("/v1/%s/data/%s", cfg->mount, kvpath);
+	vault_call(cfg, "GET", path, NULL, false, true, &resp);
+	if (resp.status != 200 && resp.status != 404)
+		vault_fail(cfg, &resp, what, false);
+	if (resp.body_len == 0 || !sm_json_pick(resp.body, resp.body_len, &f))
+	{
+		sm_json_forget(&f);
+		invalid_response(cfg, &resp, what);
+	}
+	sm_http_free(&resp);
+	if (f.values[0] != NULL)
+	{
+		out->found = true;
+		out->version = (int32) field_int(f.values[0]);
+		out->deleted = f.values[1] != NULL && f.values[1][0] != '\0';
+		out->destroyed = field_bool(f.values[2]);
+	}
+	if (resp.status == 200 && out->found && !out->deleted && !out->destroyed)
+	{
+		if (f.values[3] != NULL)
+		{
+			*len = strlen(f.values[3]);
+			value = sm_secure_alloc(*len + 1);
+			memcpy(value, f.values[3], *len);
+		}
+		else if (f.values[4] != NULL)
+		{
+			int			declen = pg_b64_dec_len((int) strlen(f.values[4]));
+			int			n;
+
+			value = sm_secure_alloc(declen + 1);
+			n = pg_b64_decode(f.values[4], (int) strlen(f.values[4]), (char *) value, declen);
+			if (n < 0)
+			{
+				sm_json_forget(&f);
+				ereport(ERROR,
+						(errcode(ERRCODE_SM_BACKEND),
+						 errmsg("vault at %s sent an invalid response", cfg->address),
+						 errdetail("The value_base64 field of KV secret \"%s\" is not base64.", kvpath),
+						 errhint("Nothing was changed.")));
+			}
+			*len = (size_t) n;
+		}
+		else
+		{
+			sm_json_forget(&f);
+			ereport(ERROR,
+					(errcode(ERRCODE_SM_BACKEND),
+					 errmsg("KV secret \"%s\" at %s is not in the format of secret_mgmt",
+							kvpath, cfg->address),
+					 errdetail("Its data has neither a \"value\" nor a \"value_base64\" field."),
+					 errhint("Nothing was changed.  Write it with secret_mgmt, or with one of those fields.")));
+		}
+	}
+	else if (resp.status == 200)
+	{
+		sm_json_forget(&f);
+		ereport(ERROR,
+				(errcode(ERRCODE_SM_BACKEND),
+				 errmsg("vault at %s sent an invalid response", cfg->address),
+				 errdetail("The answer to %s has no version metadata.", what),
+				 errhint("Nothing was changed.")));
+	}
+	sm_json_forget(&f);
+	return value;
+}
+
+/* POST <mount>/<op>/<kvpath> {"versions": [...]}: delete, undelete, destroy. */
+void
+sm_vault_kv_versions(const SmVaultConfig *cfg, const char *kvpath, const char *op,
+					 const int32 *versions, int n)
+{
+	StringInfo	body = sm_secure_stringinfo();
+	SmHttpResponse resp;
+	char	   *path = psprintf("/v1/%s/%s/%s", cfg->mount, op, kvpath);
+	char	   *what = psprintf("%s versions of KV secret \"%s\"", op, kvpath);
+
+	if (n == 0)
+		return;
+	appendStringInfoString(body, "{\"versions\":[");
+	for (int i = 0; i < n; i++)
+		appendStringInfo(body, "%s%d", i ? "," : "", versions[i]);
+	appendStringInfoString(body, "]}");
+	vault_call(cfg, "POST", path, body, false, true, &resp);
+	if (resp.status != 200 && resp.status != 204)
+		vault_fail(cfg, &resp, what, false);
+	sm_http_free(&resp);
+}
+
+/* DELETE <mount>/metadata/<kvpath>: every version and the key; gone is fine. */
+void
+sm_vault_kv_purge(const SmVaultConfig *cfg, const char *kvpath)
+{
+	SmHttpResponse resp;
+	char	   *path = psprintf("/v1/%s/metadata/%s", cfg->mount, kvpath);
+	char	   *what = psprintf("delete KV secret \"%s\"", kvpath);
+
+	vault_call(cfg, "DELETE", path, NULL, false, true, &resp);
+	if (resp.status != 200 && resp.status != 204 && resp.status != 404)
+		vault_fail(cfg, &resp, what, false);
+	sm_http_free(&resp);
 }

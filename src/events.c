@@ -34,6 +34,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "audit.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "crypto.h"
@@ -494,6 +495,7 @@ secret_sink_create(PG_FUNCTION_ARGS)
 		sm_store_check_path(cred);
 	check_sink_config(kind, PG_GETARG_JSONB_P(2), cred);
 
+	sm_audit_begin("sink_create", name);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	require_admin(&c, "create an event sink");
@@ -510,6 +512,7 @@ secret_sink_create(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("event sink \"%s\" already exists", name)));
+	sm_audit_write(&c, "sink_create", name, NULL, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -533,6 +536,7 @@ secret_sink_drop(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("name must not be null")));
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	sm_audit_begin("sink_drop", name);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	require_admin(&c, "drop an event sink");
@@ -542,6 +546,7 @@ secret_sink_drop(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("event sink \"%s\" does not exist", name)));
+	sm_audit_write(&c, "sink_drop", name, NULL, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }

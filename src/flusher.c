@@ -308,55 +308,63 @@ sm_audit_enqueue(const SmAuditRecord *rec)
 	}
 }
 
+/* A claimed record's place in the queue, to sort the copies oldest first. */
+typedef struct SlotTicket
+{
+	uint64		ticket;
+	int			copy;			/* index of its copy */
+} SlotTicket;
+
+static int
+ticket_cmp(const void *a, const void *b)
+{
+	const SlotTicket *ta = a;
+	const SlotTicket *tb = b;
+
+	return ta->ticket < tb->ticket ? -1 : ta->ticket > tb->ticket;
+}
+
 /*
- * Claim up to `max` unclaimed records of this database, oldest first, and
- * copy them out.  Returns how many.
+ * Claim every unclaimed record of this database and copy them out, oldest
+ * first.  One pass over the slots under the lock; the sort is done after
+ * it is released.  Returns how many.
  */
 static int
-claim_batch(SmAuditRecord *out, int max)
+claim_batch(SmAuditRecord *out)
 {
+	SlotTicket *found = palloc(sizeof(SlotTicket) * QUEUE_SLOTS);
+	SmAuditRecord *copies = palloc(sizeof(SmAuditRecord) * QUEUE_SLOTS);
 	int			n = 0;
 
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
-	while (n < max)
+	for (int i = 0; i < QUEUE_SLOTS; i++)
 	{
-		int			best = -1;
+		QueueSlot  *s = &queue->slots[i];
 
-		for (int i = 0; i < QUEUE_SLOTS; i++)
-		{
-			QueueSlot  *s = &queue->slots[i];
-
-			if (s->dboid == MyDatabaseId && s->claimed_by == 0 &&
-				(best < 0 || s->ticket < queue->slots[best].ticket))
-				best = i;
-		}
-		if (best < 0)
-			break;
-		queue->slots[best].claimed_by = MyProcPid;
-		memcpy(&out[n++], &queue->slots[best].rec, sizeof(SmAuditRecord));
-		claimed[nclaimed++] = best;
+		if (s->dboid != MyDatabaseId || s->claimed_by != 0)
+			continue;
+		s->claimed_by = MyProcPid;
+		found[n].ticket = s->ticket;
+		found[n].copy = n;
+		memcpy(&copies[n], &s->rec, sizeof(SmAuditRecord));
+		claimed[nclaimed++] = i;
+		n++;
 	}
 	LWLockRelease(queue->lock);
+
+	qsort(found, n, sizeof(SlotTicket), ticket_cmp);
+	for (int i = 0; i < n; i++)
+		memcpy(&out[i], &copies[found[i].copy], sizeof(SmAuditRecord));
+	pfree(copies);
+	pfree(found);
 	return n;
-}
-
-/* Tenant, then the order records were queued in (their time). */
-static int
-record_cmp(const void *a, const void *b)
-{
-	const SmAuditRecord *ra = a;
-	const SmAuditRecord *rb = b;
-	int			c = strcmp(ra->tenant, rb->tenant);
-
-	if (c != 0)
-		return c;
-	return ra->at < rb->at ? -1 : ra->at > rb->at;
 }
 
 /*
  * Write this database's queued records in the current transaction (SPI
- * connected, as a role that may write the audit tables).  They leave the
- * queue when the transaction commits.  Returns how many were written.
+ * connected, as a role that may write the audit tables): one chained
+ * INSERT per tenant.  They leave the queue when the transaction commits.
+ * Returns how many were written.
  */
 int
 sm_audit_drain(void)
@@ -373,11 +381,8 @@ sm_audit_drain(void)
 	if (nclaimed > 0)
 		return 0;				/* drained already in this transaction */
 	batch = palloc(sizeof(SmAuditRecord) * QUEUE_SLOTS);
-	n = claim_batch(batch, QUEUE_SLOTS);
-	/* Oldest first within a tenant; tenants in name order (chain locks). */
-	qsort(batch, n, sizeof(SmAuditRecord), record_cmp);
-	for (int i = 0; i < n; i++)
-		sm_audit_insert(&batch[i]);
+	n = claim_batch(batch);
+	sm_audit_insert_many(batch, n);
 	pfree(batch);
 	return n;
 }

@@ -521,7 +521,7 @@ backoff(int attempt, long max_ms)
 
 /* Raise SM006 for an attempt that failed below HTTP. */
 static void
-report_transport(const SmHttpRequest *req, const Attempt *att, int attempts)
+report_transport(const SmHttpRequest *req, const Attempt *att, int attempts, int budget_ms)
 {
 	const char *what;
 
@@ -556,9 +556,9 @@ report_transport(const SmHttpRequest *req, const Attempt *att, int attempts)
 	ereport(ERROR,
 			(errcode(ERRCODE_SM_BACKEND),
 			 errmsg("%s at %s %s", req->service, req->endpoint, what),
-			 errdetail("%s (%d attempt%s within secret_mgmt.http_timeout_ms = %d ms).",
+			 errdetail("%s (%d attempt%s within a time budget of %d ms).",
 					   att->errbuf[0] ? att->errbuf : curl_easy_strerror(att->code),
-					   attempts, attempts == 1 ? "" : "s", sm_http_timeout_ms),
+					   attempts, attempts == 1 ? "" : "s", budget_ms),
 			 errhint("Nothing was changed.  Check that the backend is up and that its address and CA file are right.")));
 }
 
@@ -571,8 +571,8 @@ report_transport(const SmHttpRequest *req, const Attempt *att, int attempts)
 void
 sm_http_request(const SmHttpRequest *req, SmHttpResponse *resp)
 {
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   sm_http_timeout_ms);
+	int			budget_ms = req->timeout_ms > 0 ? req->timeout_ms : sm_http_timeout_ms;
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), budget_ms);
 	char	   *url;
 	size_t		elen = strlen(req->endpoint);
 	Attempt		att;
@@ -627,7 +627,7 @@ sm_http_request(const SmHttpRequest *req, SmHttpResponse *resp)
 	pfree(url);
 
 	if (att.code != CURLE_OK)
-		report_transport(req, &att, attempts);
+		report_transport(req, &att, attempts, budget_ms);
 	if (resp->status >= 300 && resp->status < 400)
 	{
 		sm_http_free(resp);

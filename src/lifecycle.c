@@ -27,28 +27,75 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "audit.h"
 #include "catalog/pg_type.h"
 #include "events.h"
 #include "miscadmin.h"
+#include "outbox.h"
 #include "query.h"
 #include "rotation.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 #include "worker.h"
 
-/* Emit one event per result row: (secret_id, path, version, detail). */
+/*
+ * A change made by the worker: its event and, unless it is only a
+ * warning, its audit row (principal: the worker's role).
+ */
+static void
+worker_change(const char *tenant, const char *kind, pg_uuid_t *id, const char *path,
+			  int32 version, const char *actor, const char *detail)
+{
+	SmCaller	worker;
+
+	sm_event_emit(tenant, kind, id, path, version, actor, detail);
+	if (strcmp(kind, "expiry_warning") == 0)
+		return;
+	memset(&worker, 0, sizeof(worker));
+	worker.tenant = (char *) tenant;
+	worker.rolename = (char *) actor;
+	sm_audit_write(&worker, kind, path, id, version, NULL, 0);
+}
+
+/* One change per result row: (secret_id, path, version, detail). */
 static int
 emit_rows(int n, const char *tenant, const char *kind, const char *actor)
 {
 	for (int i = 0; i < n; i++)
 	{
 		bool		isnull;
-		pg_uuid_t  *id = DatumGetUUIDP(sm_col(i, 1, &isnull));
-		char	   *detail = sm_col_text(i, 4);
 
-		sm_event_emit(tenant, kind, id, sm_col_text(i, 2), sm_col_int32(i, 3), actor, detail);
+		worker_change(tenant, kind, DatumGetUUIDP(sm_col(i, 1, &isnull)),
+					  sm_col_text(i, 2), sm_col_int32(i, 3), actor, sm_col_text(i, 4));
 	}
 	return n;
+}
+
+/*
+ * Queue, for secrets stored in an external backend, the change `op` of
+ * each result row: (secret_id, path, version, detail, backend).
+ */
+static void
+queue_rows(int n, const char *tenant, const char *op, const char *actor)
+{
+	pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * (n + 1));
+	char	  **paths = palloc(sizeof(char *) * (n + 1));
+	char	  **backends = palloc(sizeof(char *) * (n + 1));
+	int32	   *versions = palloc(sizeof(int32) * (n + 1));
+
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		memcpy(&ids[i], DatumGetUUIDP(sm_col(i, 1, &isnull)), sizeof(pg_uuid_t));
+		paths[i] = sm_col_text(i, 2);
+		versions[i] = sm_col_int32(i, 3);
+		backends[i] = sm_col_text(i, 5);
+	}
+	for (int i = 0; i < n; i++)
+		if (backends[i] != NULL && strcmp(backends[i], "local") != 0)
+			sm_outbox_queue_for(tenant, &ids[i], paths[i], backends[i], op,
+								strcmp(op, "purge") == 0 ? 0 : versions[i], actor);
 }
 
 /* Warn ahead of expiry, and mark expired secrets. */
@@ -164,7 +211,7 @@ sweep_grace(const char *tenant, int max, const char *actor)
 
 		if (sm_col_isnull(i, 3))
 			continue;			/* "previous" had moved on */
-		sm_event_emit(tenant, "grace_ended", DatumGetUUIDP(sm_col(i, 1, &isnull)),
+		worker_change(tenant, "grace_ended", DatumGetUUIDP(sm_col(i, 1, &isnull)),
 					  sm_col_text(i, 2), sm_col_int32(i, 3), actor, NULL);
 		emitted++;
 	}
@@ -186,7 +233,8 @@ sweep_purge(const char *tenant, int max, const char *actor)
 		" WHERE i.tenant_id OPERATOR(pg_catalog.=) $1"
 		"   AND i.secret_id OPERATOR(pg_catalog.=) d.secret_id"
 		" RETURNING i.secret_id, i.path, i.last_version,"
-		"   pg_catalog.json_build_object('deleted_at', i.deleted_at)::pg_catalog.text",
+		"   pg_catalog.json_build_object('deleted_at', i.deleted_at)::pg_catalog.text,"
+		"   i.backend",
 		3, {TEXTOID, INT4OID, INT4OID}
 	};
 	Datum		args[3];
@@ -196,6 +244,7 @@ sweep_purge(const char *tenant, int max, const char *actor)
 	args[1] = Int32GetDatum(max);
 	args[2] = Int32GetDatum(sm_recovery_window);
 	n = emit_rows(sm_exec(&stmt, args, NULL, 0), tenant, "purged", actor);
+	queue_rows(n, tenant, "purge", actor);
 	sm_worker_count(SM_COUNT_PURGED, n);
 	return n;
 }
@@ -238,7 +287,10 @@ sweep_prune(const char *tenant, int max, const char *actor)
 		"   (SELECT i.path FROM secret_mgmt.secret_item i"
 		"     WHERE i.tenant_id OPERATOR(pg_catalog.=) $1"
 		"       AND i.secret_id OPERATOR(pg_catalog.=) v.secret_id),"
-		"   v.version, NULL::pg_catalog.text",
+		"   v.version, NULL::pg_catalog.text,"
+		"   (SELECT i.backend FROM secret_mgmt.secret_item i"
+		"     WHERE i.tenant_id OPERATOR(pg_catalog.=) $1"
+		"       AND i.secret_id OPERATOR(pg_catalog.=) v.secret_id)",
 		2, {TEXTOID, INT4OID}
 	};
 	Datum		args[2];
@@ -247,6 +299,7 @@ sweep_prune(const char *tenant, int max, const char *actor)
 	args[0] = CStringGetTextDatum(tenant);
 	args[1] = Int32GetDatum(max);
 	n = emit_rows(sm_exec(&stmt, args, NULL, 0), tenant, "version_pruned", actor);
+	queue_rows(n, tenant, "destroy", actor);
 	sm_worker_count(SM_COUNT_PRUNED, n);
 	return n;
 }

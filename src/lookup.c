@@ -82,7 +82,9 @@ typedef enum SmColId
 	M_TENANT, M_MEMBER, M_ADMIN,
 	D_TENANT, D_KEY_ID, D_KEK_ID, D_WRAPPED,
 	I_TENANT, I_PATH, I_ID, I_SCOPE, I_SCOPE_ID, I_EXPIRES, I_DELETED, I_CURRENT,
+	I_BACKEND,
 	V_TENANT, V_ID, V_VERSION, V_STATE, V_KEY_ID, V_ENVELOPE, V_EXPIRES,
+	V_BACKEND_VERSION, V_BACKEND_CONFIRMED,
 	L_TENANT, L_ID, L_LABEL, L_VERSION,
 	G_TENANT, G_PATTERN, G_KIND, G_ROLE, G_NAME, G_CAPS, G_DENY, G_EXPIRES,
 	B_TENANT, B_ROLE,
@@ -102,9 +104,11 @@ static const struct
 	{REL_ITEM, "tenant_id"}, {REL_ITEM, "path"}, {REL_ITEM, "secret_id"},
 	{REL_ITEM, "scope"}, {REL_ITEM, "scope_id"}, {REL_ITEM, "expires_at"},
 	{REL_ITEM, "deleted_at"}, {REL_ITEM, "current_version"},
+	{REL_ITEM, "backend"},
 	{REL_VERSION, "tenant_id"}, {REL_VERSION, "secret_id"}, {REL_VERSION, "version"},
 	{REL_VERSION, "state"}, {REL_VERSION, "key_id"}, {REL_VERSION, "envelope"},
-	{REL_VERSION, "expires_at"},
+	{REL_VERSION, "expires_at"}, {REL_VERSION, "backend_version"},
+	{REL_VERSION, "backend_confirmed_at"},
 	{REL_LABEL, "tenant_id"}, {REL_LABEL, "secret_id"}, {REL_LABEL, "label"},
 	{REL_LABEL, "version"},
 	{REL_GRANT, "tenant_id"}, {REL_GRANT, "pattern"}, {REL_GRANT, "grantee_kind"},
@@ -524,6 +528,14 @@ sm_lookup_resolve(const char *tenant, const char *path, const SmContext *context
 		d = get(&s, I_EXPIRES, &isnull);
 		out->expired = !isnull && DatumGetTimestampTz(d) <= now;
 		current = DatumGetInt32(get(&s, I_CURRENT, &isnull));
+		/* Backend "local" (the hot path) is recognised without a copy. */
+		{
+			text	   *b = DatumGetTextPP(get(&s, I_BACKEND, &isnull));
+
+			out->backend = (VARSIZE_ANY_EXHDR(b) == 5 &&
+							memcmp(VARDATA_ANY(b), "local", 5) == 0) ? NULL :
+				text_to_cstring(b);
+		}
 	}
 	scan_end(&s);
 	if (!by_version && strcmp(label, "current") == 0)
@@ -569,6 +581,13 @@ sm_lookup_resolve(const char *tenant, const char *path, const SmContext *context
 			d = get(&s, V_ENVELOPE, &isnull);
 			/* A copy, fetched from TOAST while the snapshot is held. */
 			out->envelope = isnull ? NULL : DatumGetByteaPCopy(d);
+			if (out->backend)
+			{
+				d = get(&s, V_BACKEND_VERSION, &isnull);
+				out->backend_version = isnull ? 0 : DatumGetInt32(d);
+				d = get(&s, V_BACKEND_CONFIRMED, &isnull);
+				out->backend_confirmed_at = isnull ? 0 : DatumGetTimestampTz(d);
+			}
 		}
 		scan_end(&s);
 	}

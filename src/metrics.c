@@ -70,6 +70,10 @@ static const char *const action_names[] = {
 	"purge_protection", "use_tenant", "assume",
 	"token_key_add", "token_key_remove", "broker_add", "broker_remove",
 	"audit_verify", "audit_log", "audit_find_value",
+	"set_rotation", "rotate", "rotation_create", "rotation_set", "rotation_test",
+	"rotation_finish", "set_max_versions", "expired", "grace_ended", "purged",
+	"version_pruned", "sink_create", "sink_drop", "migrate", "import",
+	"outbox", "outbox_retry",
 	"other"
 };
 

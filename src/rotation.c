@@ -42,6 +42,8 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "acl.h"
+#include "audit.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "crypto.h"
@@ -50,10 +52,10 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "query.h"
+#include "outbox.h"
 #include "rotation.h"
 #include "store.h"
 #include "types.h"
-#include "acl.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -86,6 +88,7 @@ typedef struct Rotation
 	int			attempts;
 	const uint8 *value;			/* given by secret_rotate(), or NULL */
 	size_t		value_len;
+	bool		external;		/* may be stored in a backend: queue writes */
 } Rotation;
 
 /* Interval as seconds, months counted as 30 days (for the lower bound). */
@@ -231,6 +234,7 @@ step_create(const SmCaller *c, Rotation *r)
 		plain = sm_generator_run(&g, r->path, OidIsValid(r->owner) ? r->owner : c->roleid, &len);
 	}
 	sm_store_insert_version(c, &r->id, r->type, version, plain, len);
+	sm_audit_write(c, "rotate", r->path, &r->id, version, plain, len);
 	if (!r->value)
 		sm_wipe(plain, len);
 	sm_store_set_label(c, &r->id, "pending", version);
@@ -292,6 +296,8 @@ step_finish(const SmCaller *c, Rotation *r)
 	int32		old = sm_store_current_version(c, &r->id);
 
 	sm_store_promote(c, &r->id, r->pending);
+	if (r->external)
+		sm_outbox_queue(c, &r->id, "write", r->pending);
 	args[0] = CStringGetTextDatum(c->tenant);
 	args[1] = UUIDPGetDatum(&r->id);
 	sm_exec(&drop_pending, args, NULL, 0);
@@ -300,6 +306,7 @@ step_finish(const SmCaller *c, Rotation *r)
 	sm_exec(&done, args, NULL, 0);
 	sm_event_emit(c->tenant, "rotated", &r->id, r->path, r->pending, c->rolename,
 				  psprintf("{\"previous\": %d}", old));
+	sm_audit_write(c, "rotation_finish", r->path, &r->id, r->pending, NULL, 0);
 	r->state = "idle";
 }
 
@@ -360,6 +367,8 @@ record_failure(const SmCaller *c, Rotation *r, const char *stepname, ErrorData *
 					 stepname, r->attempts, unpack_sql_state(edata->sqlerrcode));
 	sm_event_emit(c->tenant, "rotation_failed", &r->id, r->path,
 				  r->pending, c->rolename, detail.data);
+	sm_audit_write_failed(c, psprintf("rotation_%s", stepname), r->path, &r->id,
+						  r->pending, edata->sqlerrcode);
 	sm_worker_count(SM_COUNT_FAILURES, 1);
 	ereport(LOG,
 			(errmsg("secret_mgmt: rotation of secret \"%s\" in tenant \"%s\" failed at step %s, attempt %d",
@@ -432,7 +441,8 @@ select_due(const char *tenant, bool idle, int max)
 	static SmStmt stmt = {
 		"SELECT l.secret_id, i.path, i.type, i.generator, l.rotation_state,"
 		"       l.pending_version, l.hook::pg_catalog.oid, l.test_hook::pg_catalog.oid,"
-		"       l.hook_owner::pg_catalog.oid, l.attempts"
+		"       l.hook_owner::pg_catalog.oid, l.attempts,"
+		"       i.backend OPERATOR(pg_catalog.<>) 'local'"
 		"  FROM secret_mgmt.secret_lifecycle l"
 		"  JOIN secret_mgmt.secret_item i"
 		"    ON i.tenant_id OPERATOR(pg_catalog.=) l.tenant_id"
@@ -476,6 +486,7 @@ read_rotation(int i, Rotation *r)
 	if (isnull)
 		r->owner = InvalidOid;
 	r->attempts = sm_col_int32(i, 10);
+	r->external = sm_col_bool(i, 11);
 }
 
 /* Copy the rows of the last select_due() into `cxt`. */
@@ -706,12 +717,14 @@ secret_set_rotation(PG_FUNCTION_ARGS)
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	sm_store_check_path(path);
 
+	sm_audit_begin("set_rotation", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_ROTATE);
 	sm_store_require(&c, path, SM_FIND_LIVE, &s);
 	configure(&c, &s.id, path, s.type, arg_interval(fcinfo, 1), generator, hook, test_hook,
 			  PG_NARGS() > 5 ? arg_interval(fcinfo, 5) : NULL);
+	sm_audit_write(&c, "set_rotation", path, &s.id, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }
@@ -756,6 +769,7 @@ secret_rotate(PG_FUNCTION_ARGS)
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	sm_store_check_path(path);
 
+	sm_audit_begin("rotate", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_ROTATE);
@@ -788,6 +802,7 @@ secret_rotate(PG_FUNCTION_ARGS)
 				 errdetail("It is at step \"%s\"; the worker retries it.", state),
 				 errhint("See secret_mgmt.secret_rotations() for its last error.")));
 	r.state = "idle";
+	r.external = true;			/* sm_outbox_queue() checks */
 	if (PG_NARGS() > 1 && !PG_ARGISNULL(1))
 	{
 		text	   *v = PG_GETARG_TEXT_PP(1);
@@ -883,6 +898,7 @@ secret_set_max_versions(PG_FUNCTION_ARGS)
 				 errmsg("max_versions must be at least 1")));
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	sm_store_check_path(path);
+	sm_audit_begin("set_max_versions", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_UPDATE);
@@ -895,6 +911,7 @@ secret_set_max_versions(PG_FUNCTION_ARGS)
 		args[2] = PG_GETARG_DATUM(1);
 	sm_exec(&upsert, args, nulls, 0);
 	sm_event_emit(c.tenant, "retention_configured", &s.id, path, 0, c.rolename, NULL);
+	sm_audit_write(&c, "set_max_versions", path, &s.id, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
 }

@@ -33,6 +33,7 @@
 #include "keyring.h"
 #include "lookup.h"
 #include "metrics.h"
+#include "outbox.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "tenant.h"
@@ -51,6 +52,7 @@ PG_FUNCTION_INFO_V1(secret_create_text);
 PG_FUNCTION_INFO_V1(secret_create_bytea);
 PG_FUNCTION_INFO_V1(secret_create_jsonb);
 PG_FUNCTION_INFO_V1(secret_resolve_text);
+PG_FUNCTION_INFO_V1(secret_resolve_fresh);
 PG_FUNCTION_INFO_V1(secret_resolve_jsonb);
 PG_FUNCTION_INFO_V1(secret_resolve_bytea);
 PG_FUNCTION_INFO_V1(secret_update_text);
@@ -499,6 +501,18 @@ uint8 *
 sm_store_resolve(const SmCaller *c, const char *path, const char *label,
 				 bool by_version, int32 want_version, size_t *len)
 {
+	return sm_store_resolve_ex(c, path, label, by_version, want_version, false, len);
+}
+
+/*
+ * sm_store_resolve(), and for a secret stored in an external backend, the
+ * backend's current version when the local copy of the current version is
+ * not known to be fresh, or always when `fresh` (outbox.c).
+ */
+uint8 *
+sm_store_resolve_ex(const SmCaller *c, const char *path, const char *label,
+					bool by_version, int32 want_version, bool fresh, size_t *len)
+{
 	SmContext	context;
 	SmResolved	r;
 	const char *tenant = c->tenant;
@@ -548,7 +562,11 @@ sm_store_resolve(const SmCaller *c, const char *path, const char *label,
 				 errhint("Move or clear the expiry with secret_mgmt.secret_set_expiry().")));
 	}
 
-	plain = open_resolved(tenant, &r, len);
+	plain = NULL;
+	if (r.backend != NULL && !by_version && strcmp(label, "current") == 0)
+		plain = sm_outbox_read_through(tenant, path, &r, fresh, len);
+	if (plain == NULL)
+		plain = open_resolved(tenant, &r, len);
 	sm_audit_read(c, path, &r.secret_id, r.version, plain, *len);
 	return plain;
 }
@@ -566,11 +584,14 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 	char	   *label = "current";
 	bool		by_version = false;
 	int32		want_version = 0;
+	bool		fresh = false;
 	instr_time	start;
 	uint8	   *plain;
 
 	INSTR_TIME_SET_CURRENT(start);
-	if (PG_NARGS() > 1)
+	if (fcinfo->flinfo && fcinfo->flinfo->fn_addr == secret_resolve_fresh)
+		fresh = PG_NARGS() > 1 && !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
+	else if (PG_NARGS() > 1)
 	{
 		if (PG_ARGISNULL(1))
 			ereport(ERROR,
@@ -587,7 +608,7 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 	sm_audit_begin("read", path);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, path);
-	plain = sm_store_resolve(&c, path, label, by_version, want_version, len);
+	plain = sm_store_resolve_ex(&c, path, label, by_version, want_version, fresh, len);
 	sm_metrics_resolve_done(start);
 	return plain;
 }
@@ -612,6 +633,13 @@ secret_resolve_text(PG_FUNCTION_ARGS)
 	result = cstring_to_text_with_len((const char *) plain, (int) len);
 	sm_wipe(plain, len);
 	PG_RETURN_TEXT_P(result);
+}
+
+/* SQL: secret_resolve(path, fresh) returns text */
+Datum
+secret_resolve_fresh(PG_FUNCTION_ARGS)
+{
+	return secret_resolve_text(fcinfo);
 }
 
 /* SQL: secret_resolve_jsonb(path [, version | label]) returns jsonb */
@@ -703,11 +731,6 @@ create_secret(FunctionCallInfo fcinfo)
 	Datum		args[11];
 	char		nulls[11] = "           ";
 
-	if (strcmp(backend, "local") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("backend \"%s\" is not supported by this version", backend),
-				 errhint("Use backend => 'local'.")));
 	tags = PG_ARGISNULL(10) ? DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")) :
 		PG_GETARG_DATUM(10);
 	if (!JB_ROOT_IS_OBJECT(DatumGetJsonbP(tags)))
@@ -721,6 +744,8 @@ create_secret(FunctionCallInfo fcinfo)
 	sm_caller_resolve(&session, &c, path);
 	sm_acl_require(&c, path, SM_CAP_CREATE);
 	scope_id = (char *) check_scope(&c, scope, scope_id);
+	if (strcmp(backend, "local") != 0)
+		sm_outbox_check_backend(backend, scope);
 
 	sm_random_bytes(id.data, UUID_LEN);
 	id.data[6] = (id.data[6] & 0x0f) | 0x40;	/* version 4 */
@@ -766,6 +791,8 @@ create_secret(FunctionCallInfo fcinfo)
 				 errhint("Write a new version with secret_mgmt.secret_update().")));
 	}
 	sm_store_insert_version(&c, &id, type, 1, value, len);
+	if (strcmp(backend, "local") != 0)
+		sm_outbox_queue(&c, &id, "write", 1);
 	if (!PG_ARGISNULL(7) || !PG_ARGISNULL(8))
 		sm_rotation_on_create(&c, &id, path, type,
 							  PG_ARGISNULL(7) ? NULL : PG_GETARG_INTERVAL_P(7),
@@ -828,6 +855,7 @@ update_secret(FunctionCallInfo fcinfo)
 	}
 	sm_store_insert_version(&c, &s.id, s.type, version, value, len);
 	sm_store_promote(&c, &s.id, version);
+	sm_outbox_queue(&c, &s.id, "write", version);
 	sm_event_emit(c.tenant, "updated", &s.id, path, version, c.rolename, NULL);
 	sm_audit_write(&c, "update", path, &s.id, version, value, len);
 	sm_leave(&session);
@@ -929,6 +957,7 @@ secret_rollback(PG_FUNCTION_ARGS)
 	sm_audit_write(&c, "rollback", path, &s.id, version, plain, len);
 	sm_wipe(plain, len);
 	sm_store_promote(&c, &s.id, version);
+	sm_outbox_queue(&c, &s.id, "write", version);
 	sm_event_emit(c.tenant, "rolled_back", &s.id, path, version, c.rolename,
 				  psprintf("{\"to_version\": %d}", to_version));
 	sm_leave(&session);
@@ -1196,6 +1225,8 @@ change_version_state(FunctionCallInfo fcinfo, VersionAction action)
 		args[3] = CStringGetTextDatum(action == VERSION_ENABLE ? "enabled" : "disabled");
 		sm_exec(&set_state, args, NULL, 0);
 	}
+	sm_outbox_queue(&c, &s.id, action == VERSION_DESTROY ? "destroy" :
+					action == VERSION_ENABLE ? "enable" : "disable", version);
 	sm_event_emit(c.tenant,
 				  action == VERSION_DESTROY ? "version_destroyed" :
 				  action == VERSION_ENABLE ? "version_enabled" : "version_disabled",
@@ -1251,6 +1282,7 @@ secret_delete(PG_FUNCTION_ARGS)
 	args[2] = CStringGetTextDatum(c.rolename);
 	if (sm_exec(&stmt, args, NULL, 0) != 1)
 		sm_report_not_found(path, NULL);
+	sm_outbox_queue(&c, &s.id, "delete", 0);
 	sm_event_emit(c.tenant, "deleted", &s.id, path, 0, c.rolename, NULL);
 	sm_audit_write(&c, "delete", path, &s.id, 0, NULL, 0);
 	sm_leave(&session);
@@ -1285,6 +1317,7 @@ secret_restore(PG_FUNCTION_ARGS)
 	args[2] = CStringGetTextDatum(c.rolename);
 	if (sm_exec(&stmt, args, NULL, 0) != 1)
 		sm_report_not_found(path, NULL);
+	sm_outbox_queue(&c, &s.id, "restore", 0);
 	sm_event_emit(c.tenant, "restored", &s.id, path, 0, c.rolename, NULL);
 	sm_audit_write(&c, "restore", path, &s.id, 0, NULL, 0);
 	sm_leave(&session);
@@ -1337,6 +1370,7 @@ secret_purge(PG_FUNCTION_ARGS)
 							   c.tenant)));
 	}
 	args[1] = UUIDPGetDatum(&s.id);
+	sm_outbox_queue(&c, &s.id, "purge", 0);
 	sm_exec(&purge, args, NULL, 0);
 	sm_event_emit(c.tenant, "purged", &s.id, path, 0, c.rolename, NULL);
 	sm_audit_write(&c, "purge", path, &s.id, 0, NULL, 0);
@@ -1380,6 +1414,25 @@ secret_set_expiry(PG_FUNCTION_ARGS)
 	sm_audit_write(&c, "set_expiry", path, &s.id, 0, NULL, 0);
 	sm_leave(&session);
 	PG_RETURN_VOID();
+}
+
+/*
+ * The plaintext of version `version` of secret `id` in the caller's
+ * tenant, a secure allocation in `cxt`; NULL when the version does not
+ * exist or is destroyed.  For the outbox, which delivers values it does not
+ * keep.
+ */
+uint8 *
+sm_store_version_value(const SmCaller *c, const pg_uuid_t *id, int32 version,
+					   MemoryContext cxt, size_t *len)
+{
+	SmSecret	s;
+
+	memset(&s, 0, sizeof(s));
+	s.id = *id;
+	if (!fetch_version(c, &s, version, false) || sm_col_isnull(0, 2))
+		return NULL;
+	return open_row_value(c, id, version, 2, cxt, len);
 }
 
 /* ---------------------------------------------------------------------

@@ -3,12 +3,11 @@
  * webhook.c
  *		Delivering events to HTTPS webhooks, signed with HMAC-SHA256.
  *
- * A deliberately small libcurl client, used only by the worker with no
- * transaction open: HTTPS only, certificates verified (against the sink's
- * ca_file when it names one), no redirects followed, connect and total
- * timeouts always set, CURLOPT_NOSIGNAL, and a progress callback that
- * aborts the transfer when the worker is told to stop.  Response bodies
- * are discarded.  No palloc or ereport runs inside a libcurl callback.
+ * Messages go through the extension's one HTTPS client (http.c): HTTPS
+ * only, certificates verified (against the sink's ca_file when it names
+ * one), no redirects followed, the sink's timeout_ms as the time budget,
+ * interruptible, and the per-endpoint circuit breaker.  Its errors are
+ * caught here and turned into the delivery's recorded error.
  *
  * Each event is one POST of its JSON body with the headers
  *
@@ -24,29 +23,12 @@
  */
 #include "postgres.h"
 
-#include <curl/curl.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
 #include "events.h"
-#include "miscadmin.h"
-
-static bool curl_ready = false;
-
-/* Discard the response body. */
-static size_t
-discard_body(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	return size * nmemb;
-}
-
-/* Abort the transfer when the process has been asked to stop. */
-static int
-progress_check(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
-			   curl_off_t ultotal, curl_off_t ulnow)
-{
-	return (ProcDiePending || QueryCancelPending) ? 1 : 0;
-}
+#include "http.h"
+#include "utils/memutils.h"
 
 /* The signature header of one message. */
 static void
@@ -73,17 +55,78 @@ sign(const uint8 *key, size_t key_len, const SmOutMessage *m, char *out, size_t 
 }
 
 /*
- * POST each message to `url`; returns how many were accepted, in order.
- * On a failure `err` says what went wrong (never a value).
+ * POST one message; true if it was answered with a 2xx status.  Any
+ * failure -- an error raised by the HTTP client included -- is described
+ * in `err` (never a value) and returns false.
+ */
+static bool
+post_one(const char *url, const char *ca_file, int timeout_ms,
+		 const uint8 *key, size_t key_len, const SmOutMessage *m,
+		 char *err, size_t errlen)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	SmHttpRequest req;
+	SmHttpResponse resp;
+	char		h_event[128];
+	char		h_time[64];
+	char		h_sig[128];
+	volatile bool ok = false;
+
+	snprintf(h_event, sizeof(h_event), "X-Secret-Mgmt-Event: %s", m->message_id);
+	snprintf(h_time, sizeof(h_time), "X-Secret-Mgmt-Timestamp: " INT64_FORMAT, m->timestamp);
+	sign(key, key_len, m, h_sig, sizeof(h_sig));
+
+	memset(&req, 0, sizeof(req));
+	req.service = "webhook";
+	req.endpoint = url;
+	req.method = "POST";
+	req.path = "";
+	req.ca_file = ca_file;
+	req.headers[0] = "Content-Type: application/json";
+	req.headers[1] = h_event;
+	req.headers[2] = h_time;
+	req.headers[3] = h_sig;
+	req.headers[4] = NULL;
+	req.body = m->body;
+	req.body_len = m->body_len;
+	req.idempotent = false;		/* the delivery is retried by the worker */
+	req.timeout_ms = timeout_ms;
+
+	PG_TRY();
+	{
+		sm_http_request(&req, &resp);
+		if (resp.status >= 200 && resp.status <= 299)
+			ok = true;
+		else
+			snprintf(err, errlen, "the webhook answered with HTTP status %ld", resp.status);
+		sm_http_free(&resp);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		snprintf(err, errlen, "%s", edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	explicit_bzero(h_sig, sizeof(h_sig));
+	return ok;
+}
+
+/*
+ * POST each message to `url`; returns how many were accepted, in order
+ * (sending stops at the first failure).  On a failure `err` says what
+ * went wrong (never a value).
  */
 int
 sm_webhook_send(const char *url, const char *ca_file, int timeout_ms,
 				const uint8 *key, size_t key_len,
 				SmOutMessage *msgs, int n, char *err, size_t errlen)
 {
-	CURL	   *curl;
 	int			sent = 0;
-	char		curl_err[CURL_ERROR_SIZE];
 
 	err[0] = '\0';
 	if (url == NULL || strncmp(url, "https://", 8) != 0)
@@ -91,85 +134,8 @@ sm_webhook_send(const char *url, const char *ca_file, int timeout_ms,
 		strlcpy(err, "the webhook url is not https", errlen);
 		return 0;
 	}
-	if (!curl_ready)
-	{
-		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-		{
-			strlcpy(err, "could not initialise libcurl", errlen);
-			return 0;
-		}
-		curl_ready = true;
-	}
-	curl = curl_easy_init();
-	if (curl == NULL)
-	{
-		strlcpy(err, "could not create a libcurl handle", errlen);
-		return 0;
-	}
-
-	curl_easy_setopt(curl, CURLOPT_URL, url);
-	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
-	curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "https");
-#else
-	curl_easy_setopt(curl, CURLOPT_PROTOCOLS, CURLPROTO_HTTPS);
-	curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS, CURLPROTO_HTTPS);
-#endif
-	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (ca_file && ca_file[0])
-		curl_easy_setopt(curl, CURLOPT_CAINFO, ca_file);
-	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(timeout_ms, 10000));
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
-	curl_easy_setopt(curl, CURLOPT_VERBOSE, 0L);
-	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, progress_check);
-	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard_body);
-	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_err);
-	curl_easy_setopt(curl, CURLOPT_USERAGENT, "secret_mgmt");
-	curl_easy_setopt(curl, CURLOPT_POST, 1L);
-
-	for (int i = 0; i < n; i++)
-	{
-		SmOutMessage *m = &msgs[i];
-		struct curl_slist *headers = NULL;
-		char		h_event[128];
-		char		h_time[64];
-		char		h_sig[128];
-		CURLcode	rc;
-		long		status = 0;
-
-		snprintf(h_event, sizeof(h_event), "X-Secret-Mgmt-Event: %s", m->message_id);
-		snprintf(h_time, sizeof(h_time), "X-Secret-Mgmt-Timestamp: " INT64_FORMAT, m->timestamp);
-		sign(key, key_len, m, h_sig, sizeof(h_sig));
-		headers = curl_slist_append(headers, "Content-Type: application/json");
-		headers = curl_slist_append(headers, h_event);
-		headers = curl_slist_append(headers, h_time);
-		headers = curl_slist_append(headers, h_sig);
-		headers = curl_slist_append(headers, "Expect:");
-		curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, m->body);
-		curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long) m->body_len);
-		curl_err[0] = '\0';
-		rc = curl_easy_perform(curl);
-		curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
-		curl_slist_free_all(headers);
-		explicit_bzero(h_sig, sizeof(h_sig));
-		if (rc != CURLE_OK)
-		{
-			snprintf(err, errlen, "%s", curl_err[0] ? curl_err : curl_easy_strerror(rc));
-			break;
-		}
-		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-		if (status < 200 || status > 299)
-		{
-			snprintf(err, errlen, "the webhook answered with HTTP status %ld", status);
-			break;
-		}
+	while (sent < n &&
+		   post_one(url, ca_file, timeout_ms, key, key_len, &msgs[sent], err, errlen))
 		sent++;
-	}
-	curl_easy_cleanup(curl);
 	return sent;
 }

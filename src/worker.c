@@ -10,8 +10,9 @@
  * -- in transactions of their own, with the tenant selected for the
  * transaction, so row-level security and every hook see that tenant only
  * -- it advances due rotations (rotation.c) and runs the lifecycle sweeps
- * (lifecycle.c); then it delivers due events to their sinks (events.c),
- * with no transaction open and no lock held while it talks to the network.
+ * (lifecycle.c); then it delivers due events to their sinks (events.c)
+ * and queued changes to external secret backends (outbox.c), with no
+ * transaction open and no lock held while it talks to the network.
  *
  * All work is recorded in the database as it is done, in small
  * transactions, and every step is idempotent, so a worker killed at any
@@ -39,6 +40,7 @@
 #include "events.h"
 #include "keyring.h"
 #include "miscadmin.h"
+#include "outbox.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -306,6 +308,18 @@ run_pass(MemoryContext cxt)
 		{
 			pgstat_report_activity(STATE_RUNNING, "delivering events");
 			if (sm_events_deliver(DELIVERY_BATCH) >= DELIVERY_BATCH)
+				more = true;
+		}
+		PG_CATCH();
+		{
+			recover(cxt);
+		}
+		PG_END_TRY();
+
+		PG_TRY();
+		{
+			pgstat_report_activity(STATE_RUNNING, "delivering to backends");
+			if (sm_outbox_deliver(DELIVERY_BATCH) >= DELIVERY_BATCH)
 				more = true;
 		}
 		PG_CATCH();

@@ -246,10 +246,11 @@ RETURNS uuid
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'secret_create_jsonb';
 
--- Resolution: current version, a version number, or a label.
-CREATE FUNCTION secret_mgmt.secret_resolve(path text)
+-- Resolution: current version, a version number, or a label.  fresh asks
+-- an external backend for its current version (see docs/backends.md).
+CREATE FUNCTION secret_mgmt.secret_resolve(path text, fresh boolean DEFAULT false)
 RETURNS text LANGUAGE C VOLATILE PARALLEL UNSAFE
-AS 'MODULE_PATHNAME', 'secret_resolve_text';
+AS 'MODULE_PATHNAME', 'secret_resolve_fresh';
 CREATE FUNCTION secret_mgmt.secret_resolve(path text, version integer)
 RETURNS text LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'secret_resolve_text';

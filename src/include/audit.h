@@ -80,12 +80,15 @@ extern void sm_audit_xact_end(void);
 extern void sm_audit_write(const SmCaller *c, const char *action, const char *path,
 						   const pg_uuid_t *secret_id, int32 version,
 						   const uint8 *value, size_t len);
+extern void sm_audit_write_failed(const SmCaller *c, const char *action, const char *path,
+								  const pg_uuid_t *secret_id, int32 version, int sqlerrcode);
 extern void sm_audit_tenant_change(const char *tenant, Oid caller, const char *action,
 								   const char *object);
 extern void sm_audit_read(const SmCaller *c, const char *path,
 						  const pg_uuid_t *secret_id, int32 version,
 						  const uint8 *value, size_t len);
 extern void sm_audit_insert(const SmAuditRecord *rec);
+extern void sm_audit_insert_many(const SmAuditRecord *records, int n);
 extern void sm_audit_pre_commit(void);
 extern void sm_audit_forget_pending(void);
 extern void sm_audit_subxact(bool commit, SubTransactionId mySubid,

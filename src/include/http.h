@@ -39,6 +39,7 @@ typedef struct SmHttpRequest
 	size_t		body_len;
 	bool		idempotent;		/* may be retried after a transient failure */
 	size_t		max_response;	/* 0: SM_HTTP_MAX_RESPONSE */
+	int			timeout_ms;		/* 0: secret_mgmt.http_timeout_ms */
 } SmHttpRequest;
 
 /* A response: status and body (a wiped allocation, NUL-terminated). */

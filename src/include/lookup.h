@@ -42,6 +42,9 @@ typedef struct SmResolved
 	bool		expired;
 	bytea	   *envelope;		/* NULL once destroyed */
 	int32		key_id;
+	char	   *backend;		/* NULL: local; else the backend's name */
+	int32		backend_version;	/* the backend's version holding it; 0: none */
+	TimestampTz backend_confirmed_at;	/* 0: never confirmed */
 } SmResolved;
 
 /* A token verification key (its key material sealed like a value). */

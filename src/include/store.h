@@ -54,5 +54,10 @@ extern uint8 *sm_platform_secret(const char *path, size_t *len);
 extern bool sm_platform_secret_exists(const char *path);
 extern uint8 *sm_store_resolve(const SmCaller *c, const char *path, const char *label,
 							   bool by_version, int32 version, size_t *len);
+extern uint8 *sm_store_resolve_ex(const SmCaller *c, const char *path, const char *label,
+								  bool by_version, int32 version, bool fresh,
+								  size_t *len);
+extern uint8 *sm_store_version_value(const SmCaller *c, const pg_uuid_t *id,
+									 int32 version, MemoryContext cxt, size_t *len);
 
 #endif							/* SECRET_MGMT_STORE_H */

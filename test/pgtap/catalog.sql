@@ -7,7 +7,7 @@ SELECT plan(14);
 SELECT is(
     (SELECT count(*) FROM pg_class
       WHERE relnamespace = 'secret_mgmt'::regnamespace AND relkind IN ('r', 'p')),
-    17::bigint, 'the extension has its seventeen tables');
+    18::bigint, 'the extension has its eighteen tables');
 
 SELECT is(
     (SELECT array_agg(relname::text ORDER BY relname) FROM pg_class
@@ -51,17 +51,24 @@ SELECT is(
     NULL, 'every secret_ function is VOLATILE and PARALLEL UNSAFE');
 
 -- PUBLIC may execute only functions that identify and check their caller
--- themselves: the C entry points listed here.
+-- themselves: the C entry points listed here, and the compliance reports,
+-- SQL functions that run with the caller's rights over those.
 SELECT is(
     (SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p, aclexplode(p.proacl) a
       WHERE p.pronamespace = 'secret_mgmt'::regnamespace AND a.grantee = 0
         AND a.privilege_type = 'EXECUTE'
+        AND NOT (p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'sql')
+                 AND NOT p.prosecdef
+                 AND p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp']
+                 AND p.proname IN ('secret_rotation_overdue', 'secret_expiring',
+                    'secret_never_read', 'secret_access_by_principal'))
         AND NOT (p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'c')
                  AND p.prosrc IN ('secret_mgmt_current_tenant', 'secret_tenant_create',
                     'secret_tenant_add_member', 'secret_tenant_remove_member',
                     'secret_tenant_set_purge_protection', 'secret_use_tenant',
                     'secret_set_context', 'secret_create_text', 'secret_create_bytea',
-                    'secret_create_jsonb', 'secret_resolve_text', 'secret_resolve_jsonb',
+                    'secret_create_jsonb', 'secret_resolve_text', 'secret_resolve_fresh',
+                    'secret_resolve_jsonb',
                     'secret_resolve_bytea', 'secret_update_text', 'secret_update_bytea',
                     'secret_update_jsonb', 'secret_rollback', 'secret_versions',
                     'secret_list', 'secret_label', 'secret_version_disable',
@@ -71,7 +78,8 @@ SELECT is(
                     'secret_explain_access', 'secret_grants', 'secret_token_key_add',
                     'secret_token_key_remove', 'secret_broker_add', 'secret_broker_remove',
                     'secret_assume', 'secret_render',
-                    'secret_backend_create', 'secret_rekey',
+                    'secret_backend_create', 'secret_rekey', 'secret_migrate',
+                    'secret_outbox_status', 'secret_outbox_retry',
                     'secret_set_rotation', 'secret_rotate', 'secret_rotations',
                     'secret_set_max_versions', 'secret_target_pg_role',
                     'secret_test_pg_role', 'secret_events', 'secret_sink_create',

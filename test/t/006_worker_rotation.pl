@@ -155,6 +155,36 @@ ok(poll_until($node, 'postgres',
 		q{SELECT count(*) FROM secret_mgmt.secret_versions('svc/flaky') WHERE 'previous' = ANY (labels)}, '0', role => 'acme_app'),
 	'previous is dropped after the grace period');
 
+# --- the worker's changes are audited -----------------------------------------
+$node->safe_psql('postgres', 'SELECT secret_mgmt.secret_audit_flush()');
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(DISTINCT principal || ':' || action || ':' || outcome
+	                  || ':' || coalesce(sqlstate, '') || ':' || coalesce(version::text, '')
+	                  || ':' || (fingerprint IS NOT NULL)::text, ',')
+	  FROM secret_mgmt.secret_audit
+	 WHERE tenant_id = 'acme' AND path = 'svc/flaky'
+	   AND action IN ('rotate', 'rotation_set', 'rotation_finish', 'grace_ended', 'set_rotation')}),
+	join(',',
+		'acme_app:set_rotation:ok:::false',
+		'secret_mgmt_worker:grace_ended:ok::1:false',
+		'secret_mgmt_worker:rotate:ok::2:true',
+		'secret_mgmt_worker:rotation_finish:ok::2:false',
+		'secret_mgmt_worker:rotation_set:error:P0001:2:false'),
+	'the worker\'s rotation steps, failures and grace end are audited as its role');
+cmp_ok($node->safe_psql('postgres', q{
+	SELECT count(*) FROM secret_mgmt.secret_audit
+	 WHERE tenant_id = 'acme' AND path = 'svc/flaky' AND action = 'rotation_set'}),
+	'>=', 2, 'each failed attempt has its row');
+my $flaky_v2 = scalar_sql($node, 'postgres',
+	q{SELECT secret_mgmt.secret_resolve('svc/flaky', 2)}, role => 'acme_app');
+is($node->safe_psql('postgres', use_tenant_sql('acme') . q{
+	SELECT string_agg(principal || ':' || action || ':' || version, ',')
+	  FROM secret_mgmt.secret_audit_find_value(:'v')}, extra_params => ['-v', "v=$flaky_v2"]),
+	'secret_mgmt_worker:rotate:2', 'the generated value\'s fingerprint names the worker\'s rotation');
+is($node->safe_psql('postgres',
+		q{SELECT count(*) FROM secret_mgmt.secret_audit_verify('acme') WHERE broken_at IS NOT NULL}),
+	'0', 'the chain verifies with the worker\'s rows in it');
+
 # --- pg_role --------------------------------------------------------------
 my $hba = $node->data_dir . '/pg_hba.conf';
 my $hba_text = slurp_file($hba);

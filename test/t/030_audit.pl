@@ -1,7 +1,7 @@
 # The audit flusher: a refusal whose transaction rolled back still reaches
 # the audit trail, the flusher comes back after a restart, queued reads
 # survive a clean shutdown, and a write whose audit row cannot be written
-# fails.
+# fails; a full queue refuses the request (53000) and loses nothing.
 use strict;
 use warnings;
 
@@ -140,6 +140,42 @@ is( $node->safe_psql(
 	'0', 'every audit chain verifies');
 is( $node->safe_psql('postgres', q{SELECT rejected FROM secret_mgmt.secret_audit_queue()}),
 	'0', 'no request was refused for a full queue');
+
+# A full queue: while the flusher cannot write (the audit table is locked),
+# 1,024 refusals fill the queue; the next request waits, then fails with
+# 53000 rather than lose its record; once the flusher can write, every
+# queued record reaches the trail.
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN; LOCK TABLE secret_mgmt.secret_audit IN ACCESS EXCLUSIVE MODE');
+my $capacity = $node->safe_psql('postgres', q{SELECT capacity FROM secret_mgmt.secret_audit_queue()});
+my $pending = $node->safe_psql('postgres', q{SELECT pending FROM secret_mgmt.secret_audit_queue()});
+my $fill = $capacity - $pending;
+$err = '';
+$node->psql('postgres',
+	join('', map { "SELECT secret_mgmt.secret_resolve('svc/missing-$_');\n" } 1 .. $fill + 1),
+	stderr => \$err, on_error_stop => 0,
+	extra_params => ['-U', 'nosy', '-v', 'VERBOSITY=verbose']);
+my @refused = ($err =~ /ERROR:  SM002: permission denied/g);
+my @full = ($err =~ /ERROR:  53000: audit queue is full/g);
+is(scalar(@refused), $fill, "the first $fill refusals are queued (SM002 to the caller)");
+is(scalar(@full), 1, 'the next request fails with 53000: audit queue is full');
+is($node->safe_psql('postgres', q{SELECT pending || '/' || capacity || ' rejected ' || rejected
+	  FROM secret_mgmt.secret_audit_queue()}),
+	"$capacity/$capacity rejected 1", 'the queue is full and counts the refused request');
+$locker->query_safe('COMMIT');
+$locker->quit;
+ok( $node->poll_query_until(
+		'postgres', q{SELECT pending = 0 FROM secret_mgmt.secret_audit_queue()}),
+	'the flusher drains the queue once it can write');
+is( $node->safe_psql(
+		'postgres', q{SELECT count(*) || ' ' || count(DISTINCT path) FROM secret_mgmt.secret_audit
+		WHERE tenant_id = 'acme' AND principal = 'nosy' AND outcome = 'denied'
+		  AND path LIKE 'svc/missing-%'}),
+	"$fill $fill", 'every queued refusal reached the trail, none twice');
+is( $node->safe_psql(
+		'postgres', q{SELECT count(*) FROM secret_mgmt.secret_audit_verify()
+		WHERE broken_at IS NOT NULL}),
+	'0', 'the chains still verify');
 
 $node->stop;
 done_testing();
