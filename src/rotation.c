@@ -48,6 +48,7 @@
 #include "events.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "loghygiene.h"
 #include "miscadmin.h"
 #include "query.h"
 #include "rotation.h"
@@ -755,6 +756,8 @@ secret_rotate(PG_FUNCTION_ARGS)
 				 errmsg("path must not be null")));
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	sm_store_check_path(path);
+	if (PG_NARGS() > 1 && !PG_ARGISNULL(1))
+		sm_loghygiene_value_op("secret_rotate");
 
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
