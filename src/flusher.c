@@ -577,6 +577,25 @@ sm_audit_flusher_main(Datum arg)
 }
 
 /*
+ * The queue's state for secret_health(): false when shared memory is
+ * missing.
+ */
+bool
+sm_audit_queue_status(SmAuditQueueStatus *st)
+{
+	if (queue == NULL)
+		return false;
+	LWLockAcquire(queue->lock, LW_SHARED);
+	st->pending = queue->used;
+	st->capacity = QUEUE_SLOTS;
+	st->enqueued = queue->enqueued;
+	st->flushed = queue->flushed;
+	st->rejected = queue->rejected;
+	LWLockRelease(queue->lock);
+	return true;
+}
+
+/*
  * SQL: secret_audit_queue() returns (pending, capacity, enqueued, flushed,
  * rejected): the state of the audit queue.  rejected counts requests that
  * failed because the queue stayed full; it should stay zero.  Platform

@@ -221,6 +221,36 @@ breaker_record(const char *endpoint, bool ok)
 	SpinLockRelease(&breakers->mutex);
 }
 
+/*
+ * The breakers in use, for secret_health(): up to `max` into `out`;
+ * returns how many.  A copy taken under the spinlock, nothing more.
+ */
+int
+sm_http_breakers(SmBreakerState *out, int max)
+{
+	BreakerSlot copy[BREAKER_SLOTS];
+	int			n = 0;
+
+	if (breakers == NULL)
+		return 0;
+	SpinLockAcquire(&breakers->mutex);
+	memcpy(copy, breakers->slots, sizeof(copy));
+	SpinLockRelease(&breakers->mutex);
+	for (int i = 0; i < BREAKER_SLOTS && n < max; i++)
+	{
+		if (copy[i].endpoint[0] == '\0')
+			continue;
+		strlcpy(out[n].endpoint, copy[i].endpoint, sizeof(out[n].endpoint));
+		out[n].failures = copy[i].failures;
+		out[n].open = sm_http_breaker_failures > 0 &&
+			copy[i].failures >= sm_http_breaker_failures;
+		out[n].open_until = copy[i].open_until;
+		out[n].last_used = copy[i].last_used;
+		n++;
+	}
+	return n;
+}
+
 /* libcurl write callback: append, within the cap.  No palloc, no ereport. */
 static size_t
 recv_body(char *ptr, size_t size, size_t nmemb, void *userdata)

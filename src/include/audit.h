@@ -92,10 +92,21 @@ extern void sm_audit_subxact(bool commit, SubTransactionId mySubid,
 							 SubTransactionId parentSubid);
 extern bool sm_audit_installed(void);
 
+/* The audit queue's state (flusher.c) */
+typedef struct SmAuditQueueStatus
+{
+	int			pending;
+	int			capacity;
+	uint64		enqueued;
+	uint64		flushed;
+	uint64		rejected;
+} SmAuditQueueStatus;
+
 /* flusher.c */
 extern void sm_flusher_define_gucs(void);
 extern void sm_flusher_init(void);
 extern void sm_audit_enqueue(const SmAuditRecord *rec);
 extern int	sm_audit_drain(void);
+extern bool sm_audit_queue_status(SmAuditQueueStatus *st);
 
 #endif							/* SECRET_MGMT_AUDIT_H */
