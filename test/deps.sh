@@ -6,7 +6,8 @@ set -eu
 PKGS="postgresql-15 postgresql-server-dev-15 \
 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl \
 libcurl4-openssl-dev libssl-dev libipc-run-perl make gcc openssl pgbouncer \
-librabbitmq-dev rabbitmq-server python3 python3-hvac python3-cryptography python3-pika"
+librabbitmq-dev rabbitmq-server python3 python3-hvac python3-cryptography python3-pika \
+libdbd-pg-perl"
 
 missing=""
 for p in $PKGS; do
