@@ -36,8 +36,10 @@
  *	  not the extension's own, drops detail, context and anything quoted.
  *	  Counts go to shared memory.
  *
- * The hook runs inside error reporting: it never allocates, never raises
- * and returns after two tests for messages unrelated to the extension.
+ * The hook runs inside error reporting: it never allocates and never
+ * raises.  For a message unrelated to the extension it costs a flag test
+ * and one scan of the statement text; messages of processes without a
+ * client statement (the postmaster, workers) cost the flag test alone.
  *
  *-------------------------------------------------------------------------
  */
@@ -451,7 +453,10 @@ redact(ErrorData *edata)
 		pg_atomic_fetch_add_u64(&shared->redacted, 1);
 }
 
-/* emit_log_hook: redact first, so that hooks after us see it redacted. */
+/*
+ * emit_log_hook: redact first, so that the hooks installed before ours,
+ * which we call next, see the message redacted too.
+ */
 static void
 secret_mgmt_emit_log_hook(ErrorData *edata)
 {
