@@ -13,7 +13,8 @@ OBJS        = src/secret_mgmt.o src/crypto.o src/keyring.o src/query.o \
               src/http.o src/backend.o src/backend_vault.o src/kms.o \
               src/events.o src/webhook.o src/amqp.o src/generator.o \
               src/rotation.o src/scram.o src/lifecycle.o src/worker.o \
-              src/audit.o src/flusher.o src/metrics.o src/outbox.o
+              src/audit.o src/flusher.o src/metrics.o src/outbox.o \
+              src/loghygiene.o src/health.o
 # The install script is built from one part per subsystem (sql/install/).
 DATA_built  = sql/secret_mgmt--0.1.0.sql
 INSTALL_PARTS = $(sort $(wildcard $(srcdir)/sql/install/*.sql))

@@ -54,6 +54,7 @@
 #include "access/xact.h"
 #include "acl.h"
 #include "audit.h"
+#include "loghygiene.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
@@ -1155,6 +1156,7 @@ secret_audit_find_value(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("value must not be null")));
 	value = PG_GETARG_TEXT_PP(0);
+	sm_loghygiene_value_op("secret_audit_find_value");
 	InitMaterializedSRF(fcinfo, 0);
 	sm_audit_begin("audit_find_value", NULL);
 	sm_enter(&session);

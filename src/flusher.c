@@ -582,20 +582,24 @@ sm_audit_flusher_main(Datum arg)
 	proc_exit(0);
 }
 
-/* The queue's figures, for the metrics; zeros when not preloaded. */
-void
+/*
+ * The queue's figures, for the metrics and secret_health(): false, with
+ * zeros, when shared memory is missing (not preloaded).
+ */
+bool
 sm_audit_queue_stats(SmAuditQueueStats *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->capacity = QUEUE_SLOTS;
 	if (queue == NULL)
-		return;
+		return false;
 	LWLockAcquire(queue->lock, LW_SHARED);
 	out->used = queue->used;
 	out->enqueued = queue->enqueued;
 	out->flushed = queue->flushed;
 	out->rejected = queue->rejected;
 	LWLockRelease(queue->lock);
+	return true;
 }
 
 /*
@@ -610,24 +614,23 @@ secret_audit_queue(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
+	SmAuditQueueStats st;
 
 	if (!superuser())
 		ereport(ERROR,
 				(errcode(ERRCODE_SM_PERMISSION),
 				 errmsg("permission denied to read the audit queue"),
 				 errdetail("Only the platform administrator (a superuser) reads the audit queue.")));
-	if (queue == NULL)
+	if (!sm_audit_queue_stats(&st))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("secret_mgmt must be loaded via shared_preload_libraries")));
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	LWLockAcquire(queue->lock, LW_SHARED);
-	values[0] = Int32GetDatum(queue->used);
-	values[1] = Int32GetDatum(QUEUE_SLOTS);
-	values[2] = Int64GetDatum((int64) queue->enqueued);
-	values[3] = Int64GetDatum((int64) queue->flushed);
-	values[4] = Int64GetDatum((int64) queue->rejected);
-	LWLockRelease(queue->lock);
+	values[0] = Int32GetDatum(st.used);
+	values[1] = Int32GetDatum(st.capacity);
+	values[2] = Int64GetDatum((int64) st.enqueued);
+	values[3] = Int64GetDatum((int64) st.flushed);
+	values[4] = Int64GetDatum((int64) st.rejected);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

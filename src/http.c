@@ -61,7 +61,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#define BREAKER_SLOTS		32
+#define BREAKER_SLOTS		SM_HTTP_MAX_BREAKERS
 #define BREAKER_KEY_LEN		160
 #define BACKOFF_BASE_MS		100
 #define POLL_SLICE_MS		100
@@ -226,22 +226,15 @@ breaker_record(const char *endpoint, bool ok)
 int
 sm_http_breakers_open(void)
 {
+	SmBreakerState b[SM_HTTP_MAX_BREAKERS];
+	int			n = sm_http_breakers(b, SM_HTTP_MAX_BREAKERS);
 	TimestampTz now = GetCurrentTimestamp();
-	int			n = 0;
+	int			open = 0;
 
-	if (breakers == NULL || sm_http_breaker_failures <= 0)
-		return 0;
-	SpinLockAcquire(&breakers->mutex);
-	for (int i = 0; i < BREAKER_SLOTS; i++)
-	{
-		BreakerSlot *s = &breakers->slots[i];
-
-		if (s->endpoint[0] != '\0' && s->failures >= sm_http_breaker_failures &&
-			now < s->open_until)
-			n++;
-	}
-	SpinLockRelease(&breakers->mutex);
-	return n;
+	for (int i = 0; i < n; i++)
+		if (b[i].open && now < b[i].open_until)
+			open++;
+	return open;
 }
 
 /* Count the outcome of one attempt. */
@@ -256,6 +249,36 @@ count_attempt(const Attempt *att)
 		sm_metrics_http(SM_HTTP_SUCCESS);
 	else
 		sm_metrics_http(SM_HTTP_CLIENT_ERROR);
+}
+
+/*
+ * The breakers in use, for secret_health(): up to `max` into `out`;
+ * returns how many.  A copy taken under the spinlock, nothing more.
+ */
+int
+sm_http_breakers(SmBreakerState *out, int max)
+{
+	BreakerSlot copy[BREAKER_SLOTS];
+	int			n = 0;
+
+	if (breakers == NULL)
+		return 0;
+	SpinLockAcquire(&breakers->mutex);
+	memcpy(copy, breakers->slots, sizeof(copy));
+	SpinLockRelease(&breakers->mutex);
+	for (int i = 0; i < BREAKER_SLOTS && n < max; i++)
+	{
+		if (copy[i].endpoint[0] == '\0')
+			continue;
+		strlcpy(out[n].endpoint, copy[i].endpoint, sizeof(out[n].endpoint));
+		out[n].failures = copy[i].failures;
+		out[n].open = sm_http_breaker_failures > 0 &&
+			copy[i].failures >= sm_http_breaker_failures;
+		out[n].open_until = copy[i].open_until;
+		out[n].last_used = copy[i].last_used;
+		n++;
+	}
+	return n;
 }
 
 /* libcurl write callback: append, within the cap.  No palloc, no ereport. */

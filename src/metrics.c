@@ -41,6 +41,7 @@
 #include "funcapi.h"
 #include "http.h"
 #include "lib/stringinfo.h"
+#include "loghygiene.h"
 #include "metrics.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
@@ -251,11 +252,7 @@ typedef struct Family
 	const char *help;
 } Family;
 
-/*
- * Every family exported, in order.  Reserved for the log hygiene filter:
- * secret_mgmt_log_suppressions_total (counter), the log lines it
- * suppressed -- to be read from sm_log_suppressions() once that exists.
- */
+/* Every family exported, in order. */
 static const Family families[] = {
 #define F_OPERATIONS		0
 	{"secret_mgmt_operations_total", "counter",
@@ -314,6 +311,12 @@ static const Family families[] = {
 #define F_BREAKERS			18
 	{"secret_mgmt_backend_breakers_open", "gauge",
 	"Backend endpoints whose circuit breaker currently refuses requests."},
+#define F_LOG_SUPPRESSED	19
+	{"secret_mgmt_log_suppressed_total", "counter",
+	"Server log messages about value calls that secret_mgmt.redact_logs withheld."},
+#define F_LOG_REDACTED		20
+	{"secret_mgmt_log_redacted_total", "counter",
+	"Server log messages about value calls that secret_mgmt.redact_logs redacted."},
 };
 
 /* One sample: a family, a name suffix, up to two labels, a value. */
@@ -431,6 +434,8 @@ collect(Samples *out)
 		add(out, F_HTTP, "", read_u64(&metrics->http[o]),
 			"outcome", http_outcome_names[o], NULL, NULL);
 	add(out, F_BREAKERS, "", sm_http_breakers_open(), NULL, NULL, NULL, NULL);
+	add(out, F_LOG_SUPPRESSED, "", sm_log_suppressions(), NULL, NULL, NULL, NULL);
+	add(out, F_LOG_REDACTED, "", sm_log_redactions(), NULL, NULL, NULL, NULL);
 }
 
 /* A value as Prometheus and jsonb read it back exactly. */

@@ -21,6 +21,7 @@
 #include "audit.h"
 #include "crypto.h"
 #include "fmgr.h"
+#include "loghygiene.h"
 #include "mb/pg_wchar.h"
 #include "store.h"
 #include "types.h"
@@ -186,6 +187,7 @@ secret_render(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	tmpl = PG_GETARG_TEXT_PP(0);
+	sm_loghygiene_value_op("secret_render");
 	sm_audit_begin("render", NULL);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, NULL);

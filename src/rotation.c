@@ -50,6 +50,7 @@
 #include "events.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "loghygiene.h"
 #include "miscadmin.h"
 #include "query.h"
 #include "outbox.h"
@@ -768,6 +769,8 @@ secret_rotate(PG_FUNCTION_ARGS)
 				 errmsg("path must not be null")));
 	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	sm_store_check_path(path);
+	if (PG_NARGS() > 1 && !PG_ARGISNULL(1))
+		sm_loghygiene_value_op("secret_rotate");
 
 	sm_audit_begin("rotate", path);
 	sm_enter(&session);

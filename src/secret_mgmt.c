@@ -19,6 +19,7 @@
 #include "fmgr.h"
 #include "http.h"
 #include "keyring.h"
+#include "loghygiene.h"
 #include "metrics.h"
 #include "miscadmin.h"
 #include "query.h"
@@ -185,6 +186,9 @@ define_gucs(void)
 
 	/* The audit trail (audit.c, flusher.c) */
 	sm_audit_define_gucs();
+
+	/* Log hygiene (loghygiene.c) */
+	sm_loghygiene_define_gucs();
 	MarkGUCPrefixReserved("secret_mgmt");
 }
 
@@ -225,6 +229,9 @@ _PG_init(void)
 	sm_http_init();
 
 	sm_events_init();
+
+	/* The logging-profile check and the log hook */
+	sm_loghygiene_init();
 
 	/* Last: the worker and its shared memory. */
 	sm_worker_register();

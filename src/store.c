@@ -32,6 +32,7 @@
 #include "funcapi.h"
 #include "keyring.h"
 #include "lookup.h"
+#include "loghygiene.h"
 #include "metrics.h"
 #include "outbox.h"
 #include "mb/pg_wchar.h"
@@ -605,6 +606,7 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 		else
 			label = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	}
+	sm_loghygiene_value_op("secret_resolve");
 	sm_audit_begin("read", path);
 	sm_session_init(&session);
 	sm_caller_resolve(&session, &c, path);
@@ -739,6 +741,7 @@ create_secret(FunctionCallInfo fcinfo)
 				 errmsg("tags must be a JSON object")));
 	sm_type_check_name(type);
 
+	sm_loghygiene_value_op("secret_create");
 	sm_audit_begin("create", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);
@@ -834,6 +837,7 @@ update_secret(FunctionCallInfo fcinfo)
 	uint8	   *value = arg_value(fcinfo, 1, &len);
 	int32		version;
 
+	sm_loghygiene_value_op("secret_update");
 	sm_audit_begin("update", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);

@@ -45,6 +45,7 @@
 #include "catalog/pg_type.h"
 #include "crypto.h"
 #include "fmgr.h"
+#include "loghygiene.h"
 #include "keyring.h"
 #include "lookup.h"
 #include "miscadmin.h"
@@ -369,6 +370,7 @@ secret_assume(PG_FUNCTION_ARGS)
 	Oid			caller = GetUserId();
 
 	sm_check_preloaded();
+	sm_loghygiene_value_op("secret_assume");
 	sm_audit_begin("assume", NULL);
 	if (PG_ARGISNULL(0))
 		reject("malformed", "The token is null.");
@@ -486,6 +488,7 @@ secret_token_key_add(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("tenant, kid, alg and key must not be null")));
+	sm_loghygiene_value_op("secret_token_key_add");
 	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	kid = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	alg = text_to_cstring(PG_GETARG_TEXT_PP(2));

@@ -39,6 +39,7 @@
 #include "catalog/pg_type.h"
 #include "events.h"
 #include "keyring.h"
+#include "loghygiene.h"
 #include "miscadmin.h"
 #include "outbox.h"
 #include "pgstat.h"
@@ -148,6 +149,24 @@ sm_worker_wake(void)
 	LWLockRelease(shared->lock);
 	if (latch)
 		SetLatch(latch);
+}
+
+/*
+ * The worker's state for secret_health(): false when shared memory is
+ * missing; otherwise its pid (0 when not running), when it started and
+ * when it last finished a pass (0 when never).
+ */
+bool
+sm_worker_status(int *pid, TimestampTz *started_at, TimestampTz *last_pass)
+{
+	if (shared == NULL)
+		return false;
+	LWLockAcquire(shared->lock, LW_SHARED);
+	*pid = shared->pid;
+	*started_at = shared->started_at;
+	*last_pass = shared->last_pass;
+	LWLockRelease(shared->lock);
+	return true;
 }
 
 /* Count work done, for operators. */
@@ -375,6 +394,8 @@ secret_mgmt_worker_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			/* The logging profile may have changed with the files. */
+			sm_loghygiene_report(WARNING);
 		}
 
 		MemoryContextSwitchTo(pass_cxt);

@@ -7,7 +7,7 @@ PKGS="postgresql-15 postgresql-server-dev-15 \
 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl \
 libcurl4-openssl-dev libssl-dev libipc-run-perl make gcc openssl pgbouncer \
 librabbitmq-dev rabbitmq-server python3 python3-hvac python3-cryptography python3-pika \
-prometheus"
+prometheus libdbd-pg-perl"
 
 missing=""
 for p in $PKGS; do

@@ -107,7 +107,7 @@ typedef struct SmAuditQueueStats
 
 /* flusher.c */
 extern void sm_flusher_define_gucs(void);
-extern void sm_audit_queue_stats(SmAuditQueueStats *out);
+extern bool sm_audit_queue_stats(SmAuditQueueStats *out);
 extern void sm_flusher_init(void);
 extern void sm_audit_enqueue(const SmAuditRecord *rec);
 extern int	sm_audit_drain(void);

@@ -11,6 +11,7 @@
 
 #include "secret_mgmt.h"
 
+#include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 
 /* Largest response body accepted unless a request says otherwise. */
@@ -50,7 +51,20 @@ typedef struct SmHttpResponse
 	size_t		body_len;
 } SmHttpResponse;
 
+/* One endpoint's circuit breaker, as secret_health() reports it. */
+typedef struct SmBreakerState
+{
+	char		endpoint[160];
+	int			failures;		/* consecutive */
+	bool		open;			/* calls fail fast (until open_until) */
+	TimestampTz open_until;
+	TimestampTz last_used;
+} SmBreakerState;
+
+#define SM_HTTP_MAX_BREAKERS	32
+
 extern void sm_http_init(void);
+extern int	sm_http_breakers(SmBreakerState *out, int max);
 extern void sm_http_request(const SmHttpRequest *req, SmHttpResponse *resp);
 extern void sm_http_free(SmHttpResponse *resp);
 extern bool sm_http_transient(long status);

@@ -10,6 +10,8 @@
 
 #include "tenant.h"
 
+#include "datatype/timestamp.h"
+
 /* GUC variables (secret_mgmt.c) */
 extern char *sm_worker_database;
 extern char *sm_worker_role;
@@ -26,6 +28,7 @@ extern void sm_worker_count(int what, int64 n);
 extern void sm_worker_counts(int64 *out);
 extern void sm_worker_caller(SmCaller *c, const char *tenant);
 extern int64 sm_backoff_ms(int attempts);
+extern bool sm_worker_status(int *pid, TimestampTz *started_at, TimestampTz *last_pass);
 
 /* What sm_worker_count() counts. */
 #define SM_COUNT_ROTATIONS		0

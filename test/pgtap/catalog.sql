@@ -85,7 +85,7 @@ SELECT is(
                     'secret_test_pg_role', 'secret_events', 'secret_sink_create',
                     'secret_sink_drop', 'secret_sinks', 'secret_deliveries',
                     'secret_audit_verify', 'secret_audit_find_value', 'secret_audit_log',
-                    'secret_audit_flush', 'secret_audit_queue',
+                    'secret_audit_flush', 'secret_audit_queue', 'secret_health',
                     'secret_metrics', 'secret_metrics_prometheus'))),
     NULL, 'PUBLIC executes only functions that check their caller');
 
