@@ -6,9 +6,11 @@
  * Everything reported comes from this process or from shared memory --
  * the keyring, the worker's slot, the audit queue, the log hook's
  * counters, the backends' circuit breakers -- and from the logging
- * profile as this session sees it.  No table is read, so the function
- * answers even when the database is busy or the store is sealed, and it
- * reveals nothing of any tenant's secrets.  Backend endpoints are those of
+ * profile as this session sees it, except the outbox backlog: three
+ * aggregates over the undelivered rows of secret_outbox (a partial
+ * index), read as the extension owner.  Nothing is decrypted, so the
+ * function answers when the store is sealed, and it reveals nothing of
+ * any tenant's secrets.  Backend endpoints are those of
  * every tenant, so the caller must be a superuser or a member of
  * pg_monitor.
  *
@@ -25,6 +27,7 @@
 #include "lib/stringinfo.h"
 #include "loghygiene.h"
 #include "miscadmin.h"
+#include "query.h"
 #include "secret_mgmt.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -59,6 +62,33 @@ add_time(StringInfo buf, const char *key, TimestampTz t)
 		return;
 	}
 	add_string(buf, key, JsonEncodeDateTime(iso, TimestampTzGetDatum(t), TIMESTAMPTZOID, NULL));
+}
+
+/* The outbox of this database: undelivered writes to external backends. */
+static void
+add_outbox(StringInfo buf)
+{
+	static SmStmt stmt = {
+		"SELECT pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) 'pending'),"
+		"       pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) 'conflict'),"
+		"       pg_catalog.min(created_at)"
+		"  FROM secret_mgmt.secret_outbox"
+		" WHERE state OPERATOR(pg_catalog.<>) 'delivered'",
+		0, {InvalidOid}
+	};
+	SmSession	session;
+	bool		isnull;
+	Datum		oldest;
+
+	sm_enter(&session);
+	sm_exec(&stmt, NULL, NULL, 1);
+	appendStringInfo(buf, "\"outbox\": {\"pending\": " INT64_FORMAT ", \"conflicts\": " INT64_FORMAT ", ",
+					 DatumGetInt64(sm_col(0, 1, &isnull)),
+					 DatumGetInt64(sm_col(0, 2, &isnull)));
+	oldest = sm_col(0, 3, &isnull);
+	add_time(buf, "oldest", isnull ? 0 : DatumGetTimestampTz(oldest));
+	appendStringInfoChar(buf, '}');
+	sm_leave(&session);
 }
 
 static void
@@ -169,6 +199,8 @@ secret_health(PG_FUNCTION_ARGS)
 	add_worker(&buf);
 	appendStringInfoString(&buf, ", ");
 	add_audit_queue(&buf);
+	appendStringInfoString(&buf, ", ");
+	add_outbox(&buf);
 	appendStringInfoString(&buf, ", ");
 	add_logging(&buf);
 	appendStringInfoString(&buf, ", ");

@@ -206,6 +206,8 @@ like(app_sql(q{SELECT last_error FROM secret_mgmt.secret_outbox_status('app/db')
 	qr/^conflict: the backend's current version of the key is 5, expected 4/, 'conflict: recorded on the row');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM secret_mgmt.secret_event WHERE kind = 'backend_conflict'}),
 	$events_before + 1, 'conflict: an event');
+is($node->safe_psql('postgres', q{SELECT secret_mgmt.secret_health() #>> '{outbox,conflicts}'}),
+	'1', 'conflict: secret_health counts it in the outbox backlog');
 is(kv_meta('app/db')->{current_version}, 5, 'conflict: nothing overwritten in Vault');
 is(kv_value('app/db'), 'kv-external', 'conflict: Vault keeps the external value');
 expect_error($node, 'postgres', $app . q{SELECT secret_mgmt.secret_outbox_retry('app/db')},
