@@ -194,8 +194,8 @@ SQL
 
 show "A member holds only what it is granted: give each application its capabilities on a path pattern of its tenant" postgres <<'SQL'
 SELECT secret_mgmt.secret_use_tenant('acme');
-SELECT secret_mgmt.secret_grant('db/**', 'acme_app', ARRAY['read', 'list', 'create', 'update', 'delete']);
-SELECT secret_mgmt.secret_grant('api/*', 'acme_app', ARRAY['read', 'list', 'create']);
+SELECT secret_mgmt.secret_grant('db/**', 'acme_app', ARRAY['read', 'list', 'create', 'update', 'delete', 'rotate', 'grant']);
+SELECT secret_mgmt.secret_grant('api/*', 'acme_app', ARRAY['read', 'list', 'create', 'grant']);
 SELECT secret_mgmt.secret_use_tenant('globex');
 SELECT secret_mgmt.secret_grant('db/**', 'globex_app', ARRAY['read', 'list', 'create', 'update', 'delete']);
 SQL
@@ -252,6 +252,54 @@ show "List the tenant's secrets: metadata only, never values" acme_app <<'SQL'
 SELECT secret_mgmt.secret_create('api/token', 'tok-demo-123', type => 'api_key');
 SELECT path, type, description, current_version, latest_version, deleted_at
   FROM secret_mgmt.secret_list();
+SQL
+
+show "Rotate: a new version made by the password generator becomes current (a hook could apply it to the target system first)" acme_app <<'SQL'
+SELECT secret_mgmt.secret_set_rotation('db/password', '30 days', 'password(24, true)');
+SELECT secret_mgmt.secret_rotate('db/password') AS new_version;
+SELECT pg_catalog.length(secret_mgmt.secret_resolve('db/password')) AS new_length;
+SELECT path, period, state, current_version, due_at > now() AS next_rotation_scheduled
+  FROM secret_mgmt.secret_rotations();
+SQL
+
+show "Grant: acme_app delegates read on api/* (it holds grant there) to a new reader role of tenant acme" postgres <<'SQL'
+CREATE ROLE acme_reader LOGIN;
+SELECT secret_mgmt.secret_tenant_add_member('acme', 'acme_reader');
+SET ROLE acme_app;
+SELECT secret_mgmt.secret_grant('api/*', 'acme_reader', ARRAY['read']);
+RESET ROLE;
+SQL
+
+show "The reader resolves api/token" acme_reader <<'SQL'
+SELECT secret_mgmt.secret_resolve('api/token');
+SQL
+
+show_error "But db/password is not granted to it: refused, and the refusal is audited even though the transaction fails" acme_reader SM001 <<'SQL'
+SELECT secret_mgmt.secret_resolve('db/password');
+SQL
+
+show "Audit: an auditor of tenant acme reads its trail (values never appear, only HMAC fingerprints), and the hash chain verifies" postgres <<'SQL'
+CREATE ROLE acme_auditor LOGIN;
+SELECT secret_mgmt.secret_tenant_add_member('acme', 'acme_auditor');
+SELECT secret_mgmt.secret_use_tenant('acme');
+SELECT secret_mgmt.secret_grant('**', 'acme_auditor', ARRAY['audit', 'list']);
+SELECT secret_mgmt.secret_audit_flush() >= 0 AS queued_records_written;
+SET ROLE acme_auditor;
+SELECT seq, principal, action, path, version, outcome, sqlstate,
+       pg_catalog.left(pg_catalog.encode(fingerprint, 'hex'), 12) AS fingerprint
+  FROM secret_mgmt.secret_audit_log()
+ WHERE action NOT IN ('grant', 'member_add', 'tenant_create')
+ ORDER BY seq;
+SELECT principal, action, outcome, attempts FROM secret_mgmt.secret_access_by_principal();
+RESET ROLE;
+SELECT tenant, rows_checked, broken_at FROM secret_mgmt.secret_audit_verify();
+SQL
+
+show "Operations: health, and the metrics Prometheus scrapes (superusers and pg_monitor members)" postgres <<'SQL'
+SELECT pg_catalog.jsonb_pretty(secret_mgmt.secret_health() - 'logging') AS health;
+SELECT name, labels, value FROM secret_mgmt.secret_metrics()
+ WHERE name IN ('secret_mgmt_operations_total', 'secret_mgmt_resolve_duration_seconds_count')
+ ORDER BY name, labels::text;
 SQL
 
 show_error "The tables themselves are closed to every role: only the API functions reach them" acme_app 42501 <<'SQL'
