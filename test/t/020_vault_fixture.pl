@@ -4,7 +4,9 @@
 # fixture over HTTPS with a CA made for this test: token lookup, creation
 # and renew-self, policies, AppRole login and renewal, Transit encrypt /
 # decrypt / rewrap / rotate with the real "vault:vN:" format, derived keys
-# and min_decryption_version, KV v2 with check-and-set and max_versions,
+# and min_decryption_version, KV v2 with check-and-set and max_versions
+# and every call the store's deliveries make (create-only writes, soft
+# delete, undelete, destroy, metadata delete, 404 with metadata),
 # and the sealed switch answering 503.  Every check the client script makes
 # must pass, and the fixture must refuse a client that does not trust its
 # CA.
@@ -43,12 +45,17 @@ for my $want (
 	'transit: a derived key binds the context',
 	'kv v2: max_versions prunes the oldest versions',
 	'kv v2: check-and-set, and a metadata update with max_versions',
+	'kv v2: cas=0 creates only',
+	'kv v2: deleting the newest version makes it read as 404',
+	'kv v2: the metadata keeps the deleted version and the older one reads',
+	'kv v2: a destroyed version reads as 404',
+	'kv v2: deleting the metadata removes the key',
 	'sealed: requests get 503 Vault is sealed',
 	'sealed: unseal restores service')
 {
 	ok((grep { $_ eq $want } @checks), "hvac: $want");
 }
-cmp_ok(scalar(@checks), '>=', 24, 'hvac ran every check');
+cmp_ok(scalar(@checks), '>=', 29, 'hvac ran every check');
 
 # TLS is real: a client with another CA is refused.
 ($out, $err) = ('', '');
