@@ -107,6 +107,37 @@ valid_name(const char *s)
 	return valid_mount(s) && strchr(s, '/') == NULL;
 }
 
+/* The "tenants" array of a backend's configuration. */
+static List *
+config_tenants(JsonbContainer *array)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	List	   *tenants = NIL;
+
+	if (!JsonContainerIsArray(array))
+		config_error("Key \"tenants\" is an array of tenant names.", NULL);
+	it = JsonbIteratorInit(array);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *name;
+
+		if (tok != WJB_ELEM)
+			continue;
+		if (v.type != jbvString)
+			config_error("Key \"tenants\" is an array of tenant names.", NULL);
+		name = pnstrdup(v.val.string.val, v.val.string.len);
+		if (!valid_name(name))
+			config_error(psprintf("\"%s\" is not a tenant name.", name), NULL);
+		tenants = lappend(tenants, name);
+	}
+	if (tenants == NIL)
+		config_error("Key \"tenants\" names at least one tenant.",
+					 "Leave the key out to let every tenant store secrets in the backend.");
+	return tenants;
+}
+
 /*
  * Validate a Vault configuration and fill `out`.  For a KMS (Transit) the
  * credential path and the key are part of the configuration; a secret-store
@@ -143,6 +174,13 @@ sm_vault_config_parse(Jsonb *config, SmVaultUse use, const char *credentials_pat
 			strcmp(key, "client_token") == 0)
 			config_error(psprintf("Key \"%s\" would put a credential into SQL.", key),
 						 "Store credentials as a secret of the global tenant and name it in credentials_path.");
+		if (strcmp(key, "tenants") == 0)
+		{
+			if (use != SM_VAULT_KV || v.type != jbvBinary)
+				config_error("Key \"tenants\" is an array of tenant names, and only for a backend.", NULL);
+			out->tenants = config_tenants(v.val.binary.data);
+			continue;
+		}
 		if (strcmp(key, "derived") == 0)
 		{
 			if (use != SM_VAULT_TRANSIT || v.type != jbvBool)
@@ -211,7 +249,7 @@ sm_vault_config_parse(Jsonb *config, SmVaultUse use, const char *credentials_pat
 			config_error(psprintf("Unknown key \"%s\".", key),
 						 use == SM_VAULT_TRANSIT ?
 						 "A Vault KMS takes address, key, credentials_path, mount, namespace, ca_file, auth, auth_mount and derived." :
-						 "A Vault backend takes address, mount, namespace, ca_file, auth and auth_mount.");
+						 "A Vault backend takes address, mount, namespace, ca_file, auth, auth_mount and tenants.");
 	}
 
 	if (use == SM_VAULT_KV && credentials_path != NULL)

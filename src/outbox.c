@@ -140,12 +140,16 @@ kv_path(const char *tenant, const char *path)
 }
 
 /*
- * Check that a secret can be stored in `backend` (inside sm_enter()): a
- * registered backend of kind vault, and a scope that maps to one KV key.
+ * Check that a secret of `tenant` can be stored in `backend` (inside
+ * sm_enter()): a registered backend of kind vault that serves the tenant,
+ * and a scope that maps to one KV key.
  */
 void
-sm_outbox_check_backend(const char *backend, const char *scope)
+sm_outbox_check_backend(const char *backend, const char *tenant, const char *scope)
 {
+	ListCell   *lc;
+	bool		served;
+
 	SmVaultConfig cfg;
 	char	   *kind;
 
@@ -159,6 +163,16 @@ sm_outbox_check_backend(const char *backend, const char *scope)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("backend \"%s\" of kind \"%s\" cannot store secrets", backend, kind),
 				 errhint("Secrets are stored in 'local' or in a backend of kind 'vault'.")));
+	served = cfg.tenants == NIL;
+	foreach(lc, cfg.tenants)
+		served |= strcmp((char *) lfirst(lc), tenant) == 0;
+	if (!served)
+		ereport(ERROR,
+				(errcode(ERRCODE_SM_PERMISSION),
+				 errmsg("permission denied to store secrets of tenant \"%s\" in backend \"%s\"",
+						tenant, backend),
+				 errdetail("The backend serves only the tenants its configuration lists."),
+				 errhint("The platform administrator decides which tenants a backend serves.")));
 	if (strcmp(scope, "organization") != 0 && strcmp(scope, "global") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -872,7 +886,7 @@ secret_migrate(PG_FUNCTION_ARGS)
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, NULL);
 	if (strcmp(to, "local") != 0)
-		sm_outbox_check_backend(to, "organization");
+		sm_outbox_check_backend(to, c.tenant, "organization");
 	cxt = CurrentMemoryContext;
 
 	args[0] = CStringGetTextDatum(c.tenant);

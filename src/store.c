@@ -748,7 +748,7 @@ create_secret(FunctionCallInfo fcinfo)
 	sm_acl_require(&c, path, SM_CAP_CREATE);
 	scope_id = (char *) check_scope(&c, scope, scope_id);
 	if (strcmp(backend, "local") != 0)
-		sm_outbox_check_backend(backend, scope);
+		sm_outbox_check_backend(backend, c.tenant, scope);
 
 	sm_random_bytes(id.data, UUID_LEN);
 	id.data[6] = (id.data[6] & 0x0f) | 0x40;	/* version 4 */

@@ -10,6 +10,7 @@
 
 #include "secret_mgmt.h"
 
+#include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 
 /* What a Vault configuration (a backend's or a tenant's KMS) is for. */
@@ -33,6 +34,8 @@ typedef struct SmVaultConfig
 	bool		derived;		/* Transit key is derived: send a context */
 	const uint8 *credential;	/* NULL: read credentials_path when needed */
 	size_t		credential_len;
+	List	   *tenants;		/* KV: the tenants that may store secrets in
+								 * it (char *), or NIL for every tenant */
 } SmVaultConfig;
 
 /* What a KV version 2 read found. */

@@ -14,7 +14,8 @@
 
 #include "utils/uuid.h"
 
-extern void sm_outbox_check_backend(const char *backend, const char *scope);
+extern void sm_outbox_check_backend(const char *backend, const char *tenant,
+									const char *scope);
 extern bool sm_outbox_queue(const SmCaller *c, const pg_uuid_t *id, const char *op,
 							int32 version);
 extern void sm_outbox_queue_for(const char *tenant, const pg_uuid_t *id,

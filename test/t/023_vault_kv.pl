@@ -71,10 +71,16 @@ sql_ok(
 	    jsonb_build_object('address', '$vault->{url}'), 'vault/kv-token');
 	SELECT secret_mgmt.secret_backend_create('kvp', 'vault',
 	    jsonb_build_object('address', '$proxy->{url}'), 'vault/kv-token');
+	SELECT secret_mgmt.secret_backend_create('kv-others', 'vault',
+	    jsonb_build_object('address', '$vault->{url}', 'tenants', jsonb_build_array('globex', 'initech')),
+	    'vault/kv-token');
 	INSERT INTO secret_mgmt.secret_backend (name, kind, config, credentials_path, created_by)
 	    VALUES ('aws1', 'aws', '{}', 'vault/kv-token', 'test');
 },
-	'token stored in the global tenant; backends kv (direct) and kvp (through the proxy)');
+	'token stored in the global tenant; backends kv (direct), kvp (through the proxy), kv-others (for other tenants)');
+expect_error($node, 'postgres', q{SELECT secret_mgmt.secret_backend_create('kv-none', 'vault',
+	    '{"address": "https://127.0.0.1:1", "tenants": []}', 'vault/kv-token')},
+	'22023', 'invalid', 'a backend for no tenant is refused');
 
 my $app = use_tenant_sql('acme');
 my %as_app = (role => 'acme_app');
@@ -137,6 +143,12 @@ expect_error(
 	$node, 'postgres',
 	$app . "SELECT secret_mgmt.secret_create('x', 'v', scope => 'team', scope_id => 't1', backend => 'kv')",
 	'0A000', 'a secret of scope "team" cannot be stored in backend "kv"', 'team scope', %as_app);
+expect_error($node, 'postgres', $app . "SELECT secret_mgmt.secret_create('x', 'v', backend => 'kv-others')",
+	'SM002', 'permission denied to store secrets of tenant "acme" in backend "kv-others"',
+	'a backend that does not serve the tenant', %as_app);
+expect_error($node, 'postgres', $app . "SELECT secret_mgmt.secret_migrate('**', 'kv-others')",
+	'SM002', 'permission denied to store secrets of tenant "acme" in backend "kv-others"',
+	'no migration into a backend that does not serve the tenant', %as_app);
 
 # --- create, update, rollback, rotate ------------------------------------
 sql_ok(
