@@ -86,8 +86,6 @@ typedef struct AuditQueue
 } AuditQueue;
 
 static AuditQueue *queue = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* Slots this backend claimed in the current transaction. */
 static int	claimed[QUEUE_SLOTS];
@@ -98,23 +96,20 @@ static char *audit_database = NULL;
 
 static volatile sig_atomic_t got_sigterm = false;
 
-static void
-secret_mgmt_audit_shmem_request(void)
+/* Shared memory request (secret_mgmt.c): the queue and its lock. */
+void
+sm_flusher_shmem_request(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(AuditQueue)));
 	RequestNamedLWLockTranche("secret_mgmt audit queue", 1);
 }
 
-static void
-secret_mgmt_audit_shmem_startup(void)
+/* Shared memory startup (AddinShmemInitLock held): find or create it. */
+void
+sm_flusher_shmem_startup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	queue = ShmemInitStruct("secret_mgmt audit queue", sizeof(AuditQueue), &found);
 	if (!found)
 	{
@@ -122,7 +117,6 @@ secret_mgmt_audit_shmem_startup(void)
 		queue->lock = &(GetNamedLWLockTranche("secret_mgmt audit queue"))->lock;
 		queue->next_ticket = 1;
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
 /* At transaction end: free what was written, give back what was not. */
@@ -213,8 +207,8 @@ sm_flusher_define_gucs(void)
 }
 
 /*
- * Called from _PG_init() while preloading: shared memory, the main
- * flusher, and the transaction callback.
+ * Called from _PG_init() while preloading: the main flusher, and the
+ * transaction callbacks.
  */
 void
 sm_flusher_init(void)
@@ -234,11 +228,6 @@ sm_flusher_init(void)
 
 	RegisterXactCallback(audit_xact_callback, NULL);
 	RegisterSubXactCallback(audit_subxact_callback, NULL);
-
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = secret_mgmt_audit_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = secret_mgmt_audit_shmem_startup;
 }
 
 static void

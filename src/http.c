@@ -82,8 +82,6 @@ typedef struct BreakerShared
 } BreakerShared;
 
 static BreakerShared *breakers = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* A response being received; grown with malloc inside the callback. */
 typedef struct RecvBuf
@@ -104,22 +102,19 @@ typedef struct Attempt
 	char		errbuf[CURL_ERROR_SIZE];
 } Attempt;
 
-static void
-secret_mgmt_http_shmem_request(void)
+/* Shared memory request (secret_mgmt.c): the breakers. */
+void
+sm_http_shmem_request(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(BreakerShared)));
 }
 
-static void
-secret_mgmt_http_shmem_startup(void)
+/* Shared memory startup (AddinShmemInitLock held): find or create them. */
+void
+sm_http_shmem_startup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	breakers = ShmemInitStruct("secret_mgmt http breakers",
 							   sizeof(BreakerShared), &found);
 	if (!found)
@@ -127,12 +122,11 @@ secret_mgmt_http_shmem_startup(void)
 		memset(breakers, 0, sizeof(BreakerShared));
 		SpinLockInit(&breakers->mutex);
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
 /*
  * Called from _PG_init() in the postmaster: set up libcurl (not thread-safe,
- * so once, before any backend exists) and the breakers' shared memory.
+ * so once, before any backend exists).
  */
 void
 sm_http_init(void)
@@ -141,10 +135,6 @@ sm_http_init(void)
 		ereport(WARNING,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("secret_mgmt: could not initialise libcurl")));
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = secret_mgmt_http_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = secret_mgmt_http_shmem_startup;
 }
 
 /* The slot of an endpoint (claiming the least recently used); lock held. */

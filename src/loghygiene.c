@@ -71,8 +71,6 @@ typedef struct LogHygieneShared
 } LogHygieneShared;
 
 static LogHygieneShared *shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
 /* A value function ran in the statement that started at this time. */
@@ -478,36 +476,25 @@ sm_log_redactions(void)
 	return shared ? pg_atomic_read_u64(&shared->redacted) : 0;
 }
 
-static void
-secret_mgmt_loghygiene_shmem_request(void)
+/* Shared memory request (secret_mgmt.c): the hook's counters. */
+void
+sm_loghygiene_shmem_request(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(LogHygieneShared)));
 }
 
-/*
- * shmem_startup_hook: the counters; and, in the postmaster, the profile
- * check -- by now every library in shared_preload_libraries, before or
- * after this one, has defined its settings.
- */
-static void
-secret_mgmt_loghygiene_shmem_startup(void)
+/* Shared memory startup (AddinShmemInitLock held): find or create them. */
+void
+sm_loghygiene_shmem_startup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared = ShmemInitStruct("secret_mgmt log hygiene", sizeof(LogHygieneShared), &found);
 	if (!found)
 	{
 		pg_atomic_init_u64(&shared->suppressed, 0);
 		pg_atomic_init_u64(&shared->redacted, 0);
 	}
-	LWLockRelease(AddinShmemInitLock);
-	if (!IsUnderPostmaster)
-		sm_loghygiene_report(WARNING);
 }
 
 /* Settings (from define_gucs()). */
@@ -528,14 +515,10 @@ sm_loghygiene_define_gucs(void)
 							 NULL, NULL, NULL);
 }
 
-/* Shared memory and the log hook (from _PG_init, while preloading). */
+/* The log hook (from _PG_init, while preloading). */
 void
 sm_loghygiene_init(void)
 {
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = secret_mgmt_loghygiene_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = secret_mgmt_loghygiene_shmem_startup;
 	prev_emit_log_hook = emit_log_hook;
 	emit_log_hook = secret_mgmt_emit_log_hook;
 }

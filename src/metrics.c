@@ -123,27 +123,23 @@ typedef struct SmMetricsShared
 } SmMetricsShared;
 
 static SmMetricsShared *metrics = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* shmem_request_hook: the counters. */
-static void
-secret_mgmt_metrics_shmem_request(void)
+/* Shared memory request (secret_mgmt.c): the counters. */
+void
+sm_metrics_shmem_request(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(SmMetricsShared)));
 }
 
-/* shmem_startup_hook: find the counters, or create them at zero. */
-static void
-secret_mgmt_metrics_shmem_startup(void)
+/*
+ * Shared memory startup (AddinShmemInitLock held): find the counters, or
+ * create them at zero.
+ */
+void
+sm_metrics_shmem_startup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	metrics = ShmemInitStruct("secret_mgmt metrics", sizeof(SmMetricsShared), &found);
 	if (!found)
 	{
@@ -154,17 +150,6 @@ secret_mgmt_metrics_shmem_startup(void)
 		for (size_t i = 0; i < sizeof(SmMetricsShared) / sizeof(pg_atomic_uint64); i++)
 			pg_atomic_init_u64(&c[i], 0);
 	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Install the shared memory hooks (from _PG_init, while preloading). */
-void
-sm_metrics_init(void)
-{
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = secret_mgmt_metrics_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = secret_mgmt_metrics_shmem_startup;
 }
 
 /* ---------------------------------------------------------------------

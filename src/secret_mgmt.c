@@ -23,6 +23,8 @@
 #include "metrics.h"
 #include "miscadmin.h"
 #include "query.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
 #include "tenant.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -59,7 +61,45 @@ int			sm_retry_backoff_max = 3600;
 
 bool		sm_preloaded = false;
 
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
 void		_PG_init(void);
+
+/* shmem_request_hook: the space and locks of every subsystem. */
+static void
+secret_mgmt_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	sm_worker_shmem_request();
+	sm_flusher_shmem_request();
+	sm_http_shmem_request();
+	sm_metrics_shmem_request();
+	sm_loghygiene_shmem_request();
+}
+
+/*
+ * shmem_startup_hook: find (or, first, create) every subsystem's struct;
+ * then, in the postmaster, the logging-profile check -- by now every
+ * library in shared_preload_libraries, before or after this one, has
+ * defined its settings.
+ */
+static void
+secret_mgmt_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	sm_worker_shmem_startup();
+	sm_flusher_shmem_startup();
+	sm_http_shmem_startup();
+	sm_metrics_shmem_startup();
+	sm_loghygiene_shmem_startup();
+	LWLockRelease(AddinShmemInitLock);
+	if (!IsUnderPostmaster)
+		sm_loghygiene_report(WARNING);
+}
 
 /* Settings of the background worker (worker.c). */
 static void
@@ -219,23 +259,18 @@ _PG_init(void)
 	RegisterXactCallback(sm_tenant_xact_callback, NULL);
 	RegisterSubXactCallback(sm_tenant_subxact_callback, NULL);
 
-	/* The audit queue and its flusher (shared memory hooks) */
+	/* The audit flusher, libcurl, events, the log hook, the worker */
 	sm_flusher_init();
-
-	/* Cluster-wide counters (shared memory hooks) */
-	sm_metrics_init();
-
-	/* libcurl and the backends' circuit breakers (hooks last) */
 	sm_http_init();
-
 	sm_events_init();
-
-	/* The logging-profile check and the log hook */
 	sm_loghygiene_init();
-
-	/* Last: the worker and its shared memory. */
 	sm_worker_register();
-	sm_worker_shmem_init();
+
+	/* Shared memory of every subsystem */
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = secret_mgmt_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = secret_mgmt_shmem_startup;
 }
 
 /* Refuse to work unless preloaded, saying how to fix it. */

@@ -75,48 +75,30 @@ typedef struct SmWorkerShared
 } SmWorkerShared;
 
 static SmWorkerShared *shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 #define SWEEP_BATCH		5000
 #define DELIVERY_BATCH	200
 
-/* shmem_request_hook: our struct and one LWLock. */
-static void
-secret_mgmt_shmem_request_hook(void)
+/* Shared memory request (secret_mgmt.c): our struct and one LWLock. */
+void
+sm_worker_shmem_request(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(SmWorkerShared)));
 	RequestNamedLWLockTranche("secret_mgmt", 1);
 }
 
-/* shmem_startup_hook: find or create the struct. */
-static void
-secret_mgmt_shmem_startup_hook(void)
+/* Shared memory startup (AddinShmemInitLock held): find or create it. */
+void
+sm_worker_shmem_startup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared = ShmemInitStruct("secret_mgmt worker", sizeof(SmWorkerShared), &found);
 	if (!found)
 	{
 		memset(shared, 0, sizeof(SmWorkerShared));
 		shared->lock = &(GetNamedLWLockTranche("secret_mgmt"))->lock;
 	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Install the shared memory hooks (from _PG_init, while preloading). */
-void
-sm_worker_shmem_init(void)
-{
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = secret_mgmt_shmem_request_hook;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = secret_mgmt_shmem_startup_hook;
 }
 
 /* Register the worker (from _PG_init, while preloading). */

@@ -109,6 +109,8 @@ typedef struct SmAuditQueueStats
 extern void sm_flusher_define_gucs(void);
 extern bool sm_audit_queue_stats(SmAuditQueueStats *out);
 extern void sm_flusher_init(void);
+extern void sm_flusher_shmem_request(void);
+extern void sm_flusher_shmem_startup(void);
 extern void sm_audit_enqueue(const SmAuditRecord *rec);
 extern int	sm_audit_drain(void);
 

@@ -64,6 +64,8 @@ typedef struct SmBreakerState
 #define SM_HTTP_MAX_BREAKERS	32
 
 extern void sm_http_init(void);
+extern void sm_http_shmem_request(void);
+extern void sm_http_shmem_startup(void);
 extern int	sm_http_breakers(SmBreakerState *out, int max);
 extern void sm_http_request(const SmHttpRequest *req, SmHttpResponse *resp);
 extern void sm_http_free(SmHttpResponse *resp);

@@ -28,6 +28,8 @@ extern bool sm_redact_logs;
 
 extern void sm_loghygiene_define_gucs(void);
 extern void sm_loghygiene_init(void);
+extern void sm_loghygiene_shmem_request(void);
+extern void sm_loghygiene_shmem_startup(void);
 extern int	sm_loghygiene_check(SmLogWarning *out, int max);
 extern void sm_loghygiene_report(int elevel);
 extern void sm_loghygiene_value_op(const char *function);

@@ -23,7 +23,8 @@ typedef enum SmHttpOutcome
 	SM_HTTP_NUM_OUTCOMES
 } SmHttpOutcome;
 
-extern void sm_metrics_init(void);
+extern void sm_metrics_shmem_request(void);
+extern void sm_metrics_shmem_startup(void);
 extern void sm_metrics_operation(const char *action, SmAuditOutcome outcome);
 extern void sm_metrics_read_served(void);
 extern void sm_metrics_resolve_done(instr_time start);

@@ -22,7 +22,8 @@ extern int	sm_rotation_grace;
 extern int	sm_retry_backoff_max;
 
 extern void sm_worker_register(void);
-extern void sm_worker_shmem_init(void);
+extern void sm_worker_shmem_request(void);
+extern void sm_worker_shmem_startup(void);
 extern void sm_worker_wake(void);
 extern void sm_worker_count(int what, int64 n);
 extern void sm_worker_counts(int64 *out);
