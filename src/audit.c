@@ -1173,14 +1173,7 @@ secret_audit_find_value(PG_FUNCTION_ARGS)
 	args[1] = PointerGetDatum(bytes_to_bytea(fp, sizeof(fp)));
 	n = sm_exec(&stmt, args, NULL, 0);
 	for (int i = 0; i < n; i++)
-	{
-		Datum		values[7];
-		bool		nulls[7];
-
-		for (int col = 0; col < 7; col++)
-			values[col] = sm_col(i, col + 1, &nulls[col]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
+		sm_put_row(rsinfo, i);
 	/* The search itself is an audited act (without the value's fingerprint). */
 	sm_audit_write(&c, "audit_find_value", NULL, NULL, 0, NULL, 0);
 	sm_leave(&session);
@@ -1225,14 +1218,7 @@ secret_audit_log(PG_FUNCTION_ARGS)
 	args[2] = Int32GetDatum(PG_ARGISNULL(1) ? 1000 : Max(PG_GETARG_INT32(1), 0));
 	n = sm_exec(&stmt, args, nulls, 0);
 	for (int i = 0; i < n; i++)
-	{
-		Datum		values[14];
-		bool		isnull[14];
-
-		for (int col = 0; col < 14; col++)
-			values[col] = sm_col(i, col + 1, &isnull[col]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
-	}
+		sm_put_row(rsinfo, i);
 	sm_leave(&session);
 	attempt.active = false;
 	return (Datum) 0;

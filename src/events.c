@@ -328,16 +328,12 @@ secret_events(PG_FUNCTION_ARGS)
 	n = sm_exec(&stmt, args, NULL, 0);
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[8];
-		bool		nulls[8];
 		char	   *path = sm_col_text(i, 4);
 
 		/* Events of a path go to those who may list it; others to admins. */
 		if (path ? !sm_acl_allows(&c, path, SM_CAP_LIST) : !c.is_admin)
 			continue;
-		for (int col = 0; col < 8; col++)
-			values[col] = sm_col(i, col + 1, &nulls[col]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		sm_put_row(rsinfo, i);
 	}
 	sm_leave(&session);
 	return (Datum) 0;
@@ -592,14 +588,7 @@ secret_sinks(PG_FUNCTION_ARGS)
 	arg = CStringGetTextDatum(c.tenant);
 	n = sm_exec(&stmt, &arg, NULL, 0);
 	for (int i = 0; i < n; i++)
-	{
-		Datum		values[9];
-		bool		nulls[9];
-
-		for (int col = 0; col < 9; col++)
-			values[col] = sm_col(i, col + 1, &nulls[col]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
+		sm_put_row(rsinfo, i);
 	sm_leave(&session);
 	return (Datum) 0;
 }
@@ -635,14 +624,7 @@ secret_deliveries(PG_FUNCTION_ARGS)
 	args[2] = Int64GetDatum(PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1));
 	n = sm_exec(&stmt, args, NULL, 0);
 	for (int i = 0; i < n; i++)
-	{
-		Datum		values[6];
-		bool		nulls[6];
-
-		for (int col = 0; col < 6; col++)
-			values[col] = sm_col(i, col + 1, &nulls[col]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
+		sm_put_row(rsinfo, i);
 	sm_leave(&session);
 	return (Datum) 0;
 }

@@ -1012,14 +1012,9 @@ secret_outbox_status(PG_FUNCTION_ARGS)
 	n = sm_exec(&stmt, args, NULL, 0);
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[12];
-		bool		nulls[12];
-
 		if (!sm_acl_allows(&c, sm_col_text(i, 2), SM_CAP_LIST))
 			continue;
-		for (int col = 0; col < 12; col++)
-			values[col] = sm_col(i, col + 1, &nulls[col]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		sm_put_row(rsinfo, i);
 	}
 	sm_leave(&session);
 	return (Datum) 0;

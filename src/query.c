@@ -22,6 +22,7 @@
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "query.h"
 #include "utils/builtins.h"
@@ -165,4 +166,28 @@ sm_col_bool(int row, int col)
 	Datum		d = sm_col(row, col, &isnull);
 
 	return isnull ? false : DatumGetBool(d);
+}
+
+/*
+ * Append row `row` of the current SPI result, column for column, to the
+ * result of a set-returning function set up by InitMaterializedSRF():
+ * the query's select list is the function's result row.
+ */
+void
+sm_put_row(ReturnSetInfo *rsinfo, int row)
+{
+	int			natts = rsinfo->setDesc->natts;
+	Datum	   *values;
+	bool	   *nulls;
+
+	if (SPI_tuptable->tupdesc->natts != natts)
+		elog(ERROR, "query returns %d columns, the function %d",
+			 SPI_tuptable->tupdesc->natts, natts);
+	values = palloc(sizeof(Datum) * natts);
+	nulls = palloc(sizeof(bool) * natts);
+	for (int col = 0; col < natts; col++)
+		values[col] = sm_col(row, col + 1, &nulls[col]);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	pfree(values);
+	pfree(nulls);
 }

@@ -856,15 +856,10 @@ secret_rotations(PG_FUNCTION_ARGS)
 	n = sm_exec(&stmt, args, NULL, 0);
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[14];
-		bool		nulls[14];
-
 		/* Only what the caller may list is shown. */
 		if (!sm_acl_allows(&c, sm_col_text(i, 1), SM_CAP_LIST))
 			continue;
-		for (int col = 0; col < 14; col++)
-			values[col] = sm_col(i, col + 1, &nulls[col]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		sm_put_row(rsinfo, i);
 	}
 	sm_leave(&session);
 	return (Datum) 0;

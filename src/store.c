@@ -1010,14 +1010,7 @@ secret_versions(PG_FUNCTION_ARGS)
 	args[1] = UUIDPGetDatum(&s.id);
 	n = sm_exec(&stmt, args, NULL, 0);
 	for (int i = 0; i < n; i++)
-	{
-		Datum		values[6];
-		bool		nulls[6];
-
-		for (int col = 0; col < 6; col++)
-			values[col] = sm_col(i, col + 1, &nulls[col]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
+		sm_put_row(rsinfo, i);
 	sm_leave(&session);
 	return (Datum) 0;
 }
@@ -1061,15 +1054,10 @@ secret_list(PG_FUNCTION_ARGS)
 	n = sm_exec(&stmt, args, NULL, 0);
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[13];
-		bool		nulls[13];
-
 		/* Only what the caller may list, and nothing else, is shown. */
 		if (!sm_acl_allows(&c, sm_col_text(i, 1), SM_CAP_LIST))
 			continue;
-		for (int col = 0; col < 13; col++)
-			values[col] = sm_col(i, col + 1, &nulls[col]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		sm_put_row(rsinfo, i);
 	}
 	sm_leave(&session);
 	return (Datum) 0;

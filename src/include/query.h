@@ -53,4 +53,8 @@ extern char *sm_col_text(int row, int col);
 extern int32 sm_col_int32(int row, int col);
 extern bool sm_col_bool(int row, int col);
 
+/* Copy a row of the current SPI result into a materialized SRF's result. */
+struct ReturnSetInfo;
+extern void sm_put_row(struct ReturnSetInfo *rsinfo, int row);
+
 #endif							/* SECRET_MGMT_QUERY_H */
