@@ -1040,12 +1040,7 @@ secret_explain_access(PG_FUNCTION_ARGS)
 	char	   *scope = NULL;
 	char	   *scope_id = NULL;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("path must not be null")));
-	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	sm_store_check_path(path);
+	path = sm_store_arg_path(fcinfo, 0);
 	InitMaterializedSRF(fcinfo, 0);
 	sm_audit_begin("explain_access", path);
 	sm_session_init(&session);

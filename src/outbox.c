@@ -1042,12 +1042,7 @@ secret_outbox_retry(PG_FUNCTION_ARGS)
 	Datum		args[2];
 	int			n;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("path must not be null")));
-	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	sm_store_check_path(path);
+	path = sm_store_arg_path(fcinfo, 0);
 	sm_audit_begin("outbox_retry", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);

@@ -711,12 +711,7 @@ secret_set_rotation(PG_FUNCTION_ARGS)
 	Oid			hook = PG_ARGISNULL(3) ? InvalidOid : PG_GETARG_OID(3);
 	Oid			test_hook = PG_ARGISNULL(4) ? InvalidOid : PG_GETARG_OID(4);
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("path must not be null")));
-	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	sm_store_check_path(path);
+	path = sm_store_arg_path(fcinfo, 0);
 
 	sm_audit_begin("set_rotation", path);
 	sm_enter(&session);
@@ -763,12 +758,7 @@ secret_rotate(PG_FUNCTION_ARGS)
 	bool		isnull;
 	char	   *state;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("path must not be null")));
-	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	sm_store_check_path(path);
+	path = sm_store_arg_path(fcinfo, 0);
 	if (PG_NARGS() > 1 && !PG_ARGISNULL(1))
 		sm_loghygiene_value_op("secret_rotate");
 
@@ -886,16 +876,11 @@ secret_set_max_versions(PG_FUNCTION_ARGS)
 	Datum		args[3];
 	char		nulls[3] = "   ";
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("path must not be null")));
+	path = sm_store_arg_path(fcinfo, 0);
 	if (!PG_ARGISNULL(1) && PG_GETARG_INT32(1) < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_versions must be at least 1")));
-	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	sm_store_check_path(path);
 	sm_audit_begin("set_max_versions", path);
 	sm_enter(&session);
 	sm_caller_resolve(&session, &c, path);

@@ -161,8 +161,9 @@ arg_text(FunctionCallInfo fcinfo, int n, const char *name)
 	return text_to_cstring(PG_GETARG_TEXT_PP(n));
 }
 
-static char *
-arg_path(FunctionCallInfo fcinfo, int n)
+/* Argument n: a secret path, not null and well formed. */
+char *
+sm_store_arg_path(FunctionCallInfo fcinfo, int n)
 {
 	char	   *path = arg_text(fcinfo, n, "path");
 
@@ -581,7 +582,7 @@ resolve_value(FunctionCallInfo fcinfo, size_t *len)
 {
 	SmSession	session;
 	SmCaller	c;
-	char	   *path = arg_path(fcinfo, 0);
+	char	   *path = sm_store_arg_path(fcinfo, 0);
 	char	   *label = "current";
 	bool		by_version = false;
 	int32		want_version = 0;
@@ -719,7 +720,7 @@ create_secret(FunctionCallInfo fcinfo)
 	};
 	SmSession	session;
 	SmCaller	c;
-	char	   *path = arg_path(fcinfo, 0);
+	char	   *path = sm_store_arg_path(fcinfo, 0);
 	size_t		len;
 	uint8	   *value = arg_value(fcinfo, 1, &len);
 	char	   *type = arg_text(fcinfo, 2, "type");
@@ -832,7 +833,7 @@ update_secret(FunctionCallInfo fcinfo)
 	SmSession	session;
 	SmCaller	c;
 	SmSecret	s;
-	char	   *path = arg_path(fcinfo, 0);
+	char	   *path = sm_store_arg_path(fcinfo, 0);
 	size_t		len;
 	uint8	   *value = arg_value(fcinfo, 1, &len);
 	int32		version;
@@ -929,7 +930,7 @@ secret_rollback(PG_FUNCTION_ARGS)
 	SmSession	session;
 	SmCaller	c;
 	SmSecret	s;
-	char	   *path = arg_path(fcinfo, 0);
+	char	   *path = sm_store_arg_path(fcinfo, 0);
 	int32		to_version;
 	int32		version;
 	char	   *state;
@@ -996,7 +997,7 @@ secret_versions(PG_FUNCTION_ARGS)
 	SmSession	session;
 	SmCaller	c;
 	SmSecret	s;
-	char	   *path = arg_path(fcinfo, 0);
+	char	   *path = sm_store_arg_path(fcinfo, 0);
 	Datum		args[2];
 	int			n;
 
@@ -1079,7 +1080,7 @@ secret_label(PG_FUNCTION_ARGS)
 	SmSession	session;
 	SmCaller	c;
 	SmSecret	s;
-	char	   *path = arg_path(fcinfo, 0);
+	char	   *path = sm_store_arg_path(fcinfo, 0);
 	char	   *label = arg_text(fcinfo, 1, "label");
 
 	check_label(label);
@@ -1171,7 +1172,7 @@ change_version_state(FunctionCallInfo fcinfo, VersionAction action)
 	SmSession	session;
 	SmCaller	c;
 	SmSecret	s;
-	char	   *path = arg_path(fcinfo, 0);
+	char	   *path = sm_store_arg_path(fcinfo, 0);
 	int32		version;
 	char	   *state;
 	Datum		args[4];
@@ -1261,7 +1262,7 @@ secret_delete(PG_FUNCTION_ARGS)
 	SmSession	session;
 	SmCaller	c;
 	SmSecret	s;
-	char	   *path = arg_path(fcinfo, 0);
+	char	   *path = sm_store_arg_path(fcinfo, 0);
 	Datum		args[3];
 
 	sm_audit_begin("delete", path);
@@ -1296,7 +1297,7 @@ secret_restore(PG_FUNCTION_ARGS)
 	SmSession	session;
 	SmCaller	c;
 	SmSecret	s;
-	char	   *path = arg_path(fcinfo, 0);
+	char	   *path = sm_store_arg_path(fcinfo, 0);
 	Datum		args[3];
 
 	sm_audit_begin("restore", path);
@@ -1338,7 +1339,7 @@ secret_purge(PG_FUNCTION_ARGS)
 	SmSession	session;
 	SmCaller	c;
 	SmSecret	s;
-	char	   *path = arg_path(fcinfo, 0);
+	char	   *path = sm_store_arg_path(fcinfo, 0);
 	Datum		args[2];
 
 	sm_audit_begin("purge", path);
@@ -1384,7 +1385,7 @@ secret_set_expiry(PG_FUNCTION_ARGS)
 	SmSession	session;
 	SmCaller	c;
 	SmSecret	s;
-	char	   *path = arg_path(fcinfo, 0);
+	char	   *path = sm_store_arg_path(fcinfo, 0);
 	Datum		args[4];
 	char		nulls[4] = "    ";
 

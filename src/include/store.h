@@ -36,6 +36,7 @@ typedef struct SmSecret
 } SmSecret;
 
 extern void sm_store_check_path(const char *path);
+extern char *sm_store_arg_path(FunctionCallInfo fcinfo, int n);
 extern bool sm_store_find(const SmCaller *c, const char *path, SmFind want,
 						  SmSecret *out);
 extern void sm_store_require(const SmCaller *c, const char *path, SmFind want,
