@@ -200,7 +200,6 @@ sweep_grace(const char *tenant, int max, const char *actor)
 	};
 	Datum		args[2];
 	int			n;
-	int			emitted = 0;
 
 	args[0] = CStringGetTextDatum(tenant);
 	args[1] = Int32GetDatum(max);
@@ -213,7 +212,6 @@ sweep_grace(const char *tenant, int max, const char *actor)
 			continue;			/* "previous" had moved on */
 		worker_change(tenant, "grace_ended", DatumGetUUIDP(sm_col(i, 1, &isnull)),
 					  sm_col_text(i, 2), sm_col_int32(i, 3), actor, NULL);
-		emitted++;
 	}
 	return n;
 }
