@@ -516,7 +516,7 @@ approle_login(const SmVaultConfig *cfg, const uint8 *id, const uint8 *cred, size
 {
 	SmJsonFields c = {2, {"role_id", "secret_id"}};
 	SmJsonFields a = {3, {"auth.client_token", "auth.lease_duration", "auth.renewable"}};
-	StringInfo	body = sm_secure_stringinfo();
+	StringInfo	body = sm_secure_stringinfo(SM_HTTP_SMALL_BODY);
 	SmHttpResponse resp;
 	TokenSlot  *slot;
 	char	   *path;
@@ -609,7 +609,7 @@ token_renew(const SmVaultConfig *cfg, TokenSlot *slot)
 {
 	SmJsonFields a = {2, {"auth.lease_duration", "auth.renewable"}};
 	SmHttpResponse resp;
-	StringInfo	body = sm_secure_stringinfo();
+	StringInfo	body = sm_secure_stringinfo(SM_HTTP_SMALL_BODY);
 	char	   *header = token_header(slot->token);
 	int64		lease;
 	TimestampTz now = GetCurrentTimestamp();
@@ -776,7 +776,7 @@ char *
 sm_vault_transit_encrypt(const SmVaultConfig *cfg, const uint8 *plain, size_t len,
 						 const uint8 *context, size_t context_len)
 {
-	StringInfo	body = sm_secure_stringinfo();
+	StringInfo	body = sm_secure_stringinfo(SM_HTTP_SMALL_BODY);
 	SmHttpResponse resp;
 	char	   *path = psprintf("/v1/%s/encrypt/%s", cfg->mount, cfg->key);
 	char	   *what = psprintf("encrypt with Transit key \"%s\"", cfg->key);
@@ -800,7 +800,7 @@ uint8 *
 sm_vault_transit_decrypt(const SmVaultConfig *cfg, const char *ciphertext,
 						 const uint8 *context, size_t context_len, size_t *len)
 {
-	StringInfo	body = sm_secure_stringinfo();
+	StringInfo	body = sm_secure_stringinfo(SM_HTTP_SMALL_BODY);
 	SmHttpResponse resp;
 	SmJsonFields f = {1, {"data.plaintext"}};
 	char	   *path = psprintf("/v1/%s/decrypt/%s", cfg->mount, cfg->key);
@@ -850,7 +850,7 @@ char *
 sm_vault_transit_rewrap(const SmVaultConfig *cfg, const char *ciphertext,
 						const uint8 *context, size_t context_len)
 {
-	StringInfo	body = sm_secure_stringinfo();
+	StringInfo	body = sm_secure_stringinfo(SM_HTTP_SMALL_BODY);
 	SmHttpResponse resp;
 	char	   *path = psprintf("/v1/%s/rewrap/%s", cfg->mount, cfg->key);
 	char	   *what = psprintf("rewrap with Transit key \"%s\"", cfg->key);
@@ -902,7 +902,8 @@ int32
 sm_vault_kv_write(const SmVaultConfig *cfg, const char *kvpath, const uint8 *value,
 				  size_t len, int32 cas, bool *cas_mismatch)
 {
-	StringInfo	body = sm_secure_stringinfo();
+	/* JSON escapes a byte as at most six; base64 takes less. */
+	StringInfo	body = sm_secure_stringinfo(512 + 6 * len);
 	SmHttpResponse resp;
 	SmJsonFields f = {1, {"data.version"}};
 	char	   *path = psprintf("/v1/%s/data/%s", cfg->mount, kvpath);
@@ -1070,7 +1071,7 @@ void
 sm_vault_kv_versions(const SmVaultConfig *cfg, const char *kvpath, const char *op,
 					 const int32 *versions, int n)
 {
-	StringInfo	body = sm_secure_stringinfo();
+	StringInfo	body = sm_secure_stringinfo(SM_HTTP_SMALL_BODY);
 	SmHttpResponse resp;
 	char	   *path = psprintf("/v1/%s/%s/%s", cfg->mount, op, kvpath);
 	char	   *what = psprintf("%s versions of KV secret \"%s\"", op, kvpath);

@@ -892,18 +892,18 @@ wipe_stringinfo_cb(void *arg)
 }
 
 /*
- * A StringInfo for sensitive text (a request body with a key or a
- * credential), wiped when its memory context goes away, error or not.
- * Sized so that the small bodies of backend calls never need to grow: a
- * grown buffer would leave its old copy unwiped.
+ * A StringInfo for sensitive text (a request body with a key, a credential
+ * or a value), wiped when its memory context goes away, error or not.  It
+ * is made with room for `size` bytes, which the caller computes for its
+ * largest body: a buffer that grew would leave its old copy unwiped.
  */
 StringInfo
-sm_secure_stringinfo(void)
+sm_secure_stringinfo(size_t size)
 {
 	StringInfo	buf = makeStringInfo();
 	MemoryContextCallback *cb = palloc(sizeof(MemoryContextCallback));
 
-	enlargeStringInfo(buf, 4096);
+	enlargeStringInfo(buf, (int) Max(size, SM_HTTP_SMALL_BODY));
 	cb->func = wipe_stringinfo_cb;
 	cb->arg = buf;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);

@@ -14,6 +14,9 @@
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 
+/* Room of a request body that carries no value (a key, a credential). */
+#define SM_HTTP_SMALL_BODY		4096
+
 /* Largest response body accepted unless a request says otherwise. */
 #define SM_HTTP_MAX_RESPONSE	(1024 * 1024)
 
@@ -90,7 +93,7 @@ typedef struct SmJsonFields
 extern bool sm_json_pick(const char *json, size_t len, SmJsonFields *fields);
 extern void sm_json_forget(SmJsonFields *fields);
 extern void sm_json_append_string(StringInfo buf, const char *value);
-extern StringInfo sm_secure_stringinfo(void);
+extern StringInfo sm_secure_stringinfo(size_t size);
 extern void sm_wipe_stringinfo(StringInfo buf);
 
 #endif							/* SECRET_MGMT_HTTP_H */
