@@ -44,6 +44,12 @@
 #define MAX_CIPHERTEXT_LEN	4096
 #define MAX_TOKEN_LEN		1024
 
+/*
+ * A KV read answers with a value of up to SM_MAX_VALUE_BYTES, escaped in
+ * JSON (at most six bytes per byte), with its metadata around it.
+ */
+#define KV_READ_MAX_RESPONSE	((size_t) SM_MAX_VALUE_BYTES * 6 + 64 * 1024)
+
 /* A Vault token this backend holds. */
 typedef struct TokenSlot
 {
@@ -383,11 +389,14 @@ base_headers(const SmVaultConfig *cfg, SmHttpRequest *req, char *token_header)
 	return n;
 }
 
-/* A request without a token (login). */
+/*
+ * A request, with the token header given (NULL for a login).  Answers
+ * longer than `max_response` bytes (0: the client's default) fail.
+ */
 static void
 vault_send(const SmVaultConfig *cfg, const char *method, const char *path,
 		   const StringInfo body, bool idempotent, char *token_header,
-		   SmHttpResponse *resp)
+		   size_t max_response, SmHttpResponse *resp)
 {
 	SmHttpRequest req;
 
@@ -398,6 +407,7 @@ vault_send(const SmVaultConfig *cfg, const char *method, const char *path,
 	req.path = path;
 	req.ca_file = cfg->ca_file;
 	req.idempotent = idempotent;
+	req.max_response = max_response;
 	if (body)
 	{
 		req.body = body->data;
@@ -415,9 +425,9 @@ vault_send(const SmVaultConfig *cfg, const char *method, const char *path,
 static void
 vault_send_wiping(const SmVaultConfig *cfg, const char *method, const char *path,
 				  StringInfo body, bool wipe_body, bool idempotent,
-				  char *token_header, SmHttpResponse *resp)
+				  char *token_header, size_t max_response, SmHttpResponse *resp)
 {
-	vault_send(cfg, method, path, body, idempotent, token_header, resp);
+	vault_send(cfg, method, path, body, idempotent, token_header, max_response, resp);
 	if (token_header)
 		sm_wipe(token_header, strlen(token_header));
 	if (wipe_body && body)
@@ -538,7 +548,7 @@ approle_login(const SmVaultConfig *cfg, const uint8 *id, const uint8 *cred, size
 	sm_json_forget(&c);
 
 	path = psprintf("/v1/auth/%s/login", cfg->auth_mount);
-	vault_send_wiping(cfg, "POST", path, body, true, false, NULL, &resp);
+	vault_send_wiping(cfg, "POST", path, body, true, false, NULL, 0, &resp);
 	if (resp.status != 200)
 		vault_fail(cfg, &resp, "log in with AppRole", false);
 	if (!sm_json_pick(resp.body, resp.body_len, &a) || a.values[0] == NULL ||
@@ -585,7 +595,7 @@ token_adopt(const SmVaultConfig *cfg, const uint8 *id, const uint8 *cred, size_t
 	memcpy(token, cred, len);
 	header = token_header(token);
 	vault_send_wiping(cfg, "GET", "/v1/auth/token/lookup-self", NULL, false, true,
-					  header, &resp);
+					  header, 0, &resp);
 	if (resp.status != 200)
 	{
 		sm_wipe(token, len);
@@ -616,7 +626,7 @@ token_renew(const SmVaultConfig *cfg, TokenSlot *slot)
 
 	appendStringInfoString(body, "{}");
 	vault_send_wiping(cfg, "POST", "/v1/auth/token/renew-self", body, false, true,
-					  header, &resp);
+					  header, 0, &resp);
 	if (resp.status == 400 || resp.status == 403)
 	{
 		sm_http_free(&resp);
@@ -687,11 +697,13 @@ token_get(const SmVaultConfig *cfg, bool fresh, bool *obtained)
 /*
  * An authenticated request.  A 403 with a token held from before is
  * retried once with a fresh token.  The body is wiped afterwards, error or
- * not, when `wipe_body`.  Returns the answer for the caller to judge.
+ * not, when `wipe_body`.  Answers longer than `max_response` bytes (0: the
+ * client's default) fail.  Returns the answer for the caller to judge.
  */
 static void
 vault_call(const SmVaultConfig *cfg, const char *method, const char *path,
-		   StringInfo body, bool wipe_body, bool idempotent, SmHttpResponse *resp)
+		   StringInfo body, bool wipe_body, bool idempotent, size_t max_response,
+		   SmHttpResponse *resp)
 {
 	for (int round = 0; round < 2; round++)
 	{
@@ -699,7 +711,7 @@ vault_call(const SmVaultConfig *cfg, const char *method, const char *path,
 		TokenSlot  *slot = token_get(cfg, round > 0, &obtained);
 
 		vault_send_wiping(cfg, method, path, body, false, idempotent,
-						  token_header(slot->token), resp);
+						  token_header(slot->token), max_response, resp);
 		if (resp->status != 403 || obtained)
 			break;
 		sm_http_free(resp);
@@ -789,7 +801,7 @@ sm_vault_transit_encrypt(const SmVaultConfig *cfg, const uint8 *plain, size_t le
 		append_b64_field(body, "context", context, context_len);
 	}
 	appendStringInfoChar(body, '}');
-	vault_call(cfg, "POST", path, body, true, true, &resp);
+	vault_call(cfg, "POST", path, body, true, true, 0, &resp);
 	if (resp.status != 200)
 		vault_fail(cfg, &resp, what, false);
 	return transit_ciphertext(cfg, &resp, what);
@@ -817,7 +829,7 @@ sm_vault_transit_decrypt(const SmVaultConfig *cfg, const char *ciphertext,
 		append_b64_field(body, "context", context, context_len);
 	}
 	appendStringInfoChar(body, '}');
-	vault_call(cfg, "POST", path, body, false, true, &resp);
+	vault_call(cfg, "POST", path, body, false, true, 0, &resp);
 	if (resp.status != 200)
 		vault_fail(cfg, &resp, what, true);
 	if (!sm_json_pick(resp.body, resp.body_len, &f) || f.values[0] == NULL)
@@ -863,7 +875,7 @@ sm_vault_transit_rewrap(const SmVaultConfig *cfg, const char *ciphertext,
 		append_b64_field(body, "context", context, context_len);
 	}
 	appendStringInfoChar(body, '}');
-	vault_call(cfg, "POST", path, body, false, true, &resp);
+	vault_call(cfg, "POST", path, body, false, true, 0, &resp);
 	if (resp.status != 200)
 		vault_fail(cfg, &resp, what, true);
 	return transit_ciphertext(cfg, &resp, what);
@@ -928,7 +940,7 @@ sm_vault_kv_write(const SmVaultConfig *cfg, const char *kvpath, const uint8 *val
 	appendStringInfoString(body, "}}");
 
 	/* With check-and-set a repeated write cannot land twice: idempotent. */
-	vault_call(cfg, "POST", path, body, true, true, &resp);
+	vault_call(cfg, "POST", path, body, true, true, 0, &resp);
 	if (cas_refused(&resp))
 	{
 		sm_http_free(&resp);
@@ -958,7 +970,7 @@ sm_vault_kv_current(const SmVaultConfig *cfg, const char *kvpath)
 	char	   *what = psprintf("read the metadata of KV secret \"%s\"", kvpath);
 	int32		version;
 
-	vault_call(cfg, "GET", path, NULL, false, true, &resp);
+	vault_call(cfg, "GET", path, NULL, false, true, 0, &resp);
 	if (resp.status == 404)
 	{
 		sm_http_free(&resp);
@@ -1000,7 +1012,7 @@ sm_vault_kv_read(const SmVaultConfig *cfg, const char *kvpath, int32 version,
 		path = psprintf("/v1/%s/data/%s?version=%d", cfg->mount, kvpath, version);
 	else
 		path = psprintf("/v1/%s/data/%s", cfg->mount, kvpath);
-	vault_call(cfg, "GET", path, NULL, false, true, &resp);
+	vault_call(cfg, "GET", path, NULL, false, true, KV_READ_MAX_RESPONSE, &resp);
 	if (resp.status != 200 && resp.status != 404)
 		vault_fail(cfg, &resp, what, false);
 	if (resp.body_len == 0 || !sm_json_pick(resp.body, resp.body_len, &f))
@@ -1082,7 +1094,7 @@ sm_vault_kv_versions(const SmVaultConfig *cfg, const char *kvpath, const char *o
 	for (int i = 0; i < n; i++)
 		appendStringInfo(body, "%s%d", i ? "," : "", versions[i]);
 	appendStringInfoString(body, "]}");
-	vault_call(cfg, "POST", path, body, false, true, &resp);
+	vault_call(cfg, "POST", path, body, false, true, 0, &resp);
 	if (resp.status != 200 && resp.status != 204)
 		vault_fail(cfg, &resp, what, false);
 	sm_http_free(&resp);
@@ -1096,7 +1108,7 @@ sm_vault_kv_purge(const SmVaultConfig *cfg, const char *kvpath)
 	char	   *path = psprintf("/v1/%s/metadata/%s", cfg->mount, kvpath);
 	char	   *what = psprintf("delete KV secret \"%s\"", kvpath);
 
-	vault_call(cfg, "DELETE", path, NULL, false, true, &resp);
+	vault_call(cfg, "DELETE", path, NULL, false, true, 0, &resp);
 	if (resp.status != 200 && resp.status != 204 && resp.status != 404)
 		vault_fail(cfg, &resp, what, false);
 	sm_http_free(&resp);
